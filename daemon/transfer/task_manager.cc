@@ -1,0 +1,297 @@
+#include "daemon/transfer/task_manager.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "common/log.h"
+#include "common/piece.h"
+#include "common/units.h"
+
+namespace shoal::transfer {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+
+namespace {
+auto log() { return logger("transfer"); }
+
+// Runs on the blocking pool: fdatasync must not stall the I/O thread.
+awaitable<result<void>> sync_on_pool(std::shared_ptr<storage::task_handle> h) {
+  co_return h->sync();
+}
+}  // namespace
+
+metrics_set::metrics_set(metrics::registry& r)
+    : source_bytes(r.add_counter("shoal_source_bytes_total",
+                                 "Blob body bytes read from origin registries").with()),
+      digest_mismatch(r.add_counter("shoal_digest_mismatch_total",
+                                    "Blobs whose bytes did not match their digest").with()),
+      origin_failures(r.add_counter("shoal_source_failures_total",
+                                    "Origin downloads that failed").with()),
+      tasks_active(r.add_gauge("shoal_tasks_active", "Tasks downloading now").with()) {}
+
+task::task(asio::any_io_executor ex, digest d, std::shared_ptr<storage::task_handle> h)
+    : digest_(std::move(d)),
+      handle_(std::move(h)),
+      readable_(handle_->finished()),
+      changed_(ex, asio::steady_timer::time_point::max()) {
+  if (handle_->complete()) state_ = state::complete;
+}
+
+void task::notify() { changed_.cancel(); }
+
+awaitable<result<void>> task::wait_piece(std::uint32_t n) {
+  for (;;) {
+    if (state_ == state::complete || (n < readable_.size() && readable_[n])) co_return ok();
+    if (state_ == state::failed) co_return *error_;
+    auto [ec] = co_await changed_.async_wait(asio::as_tuple(use_awaitable));
+    (void)ec;  // cancelled = something changed; re-check
+  }
+}
+
+result<std::size_t> task::read(std::uint64_t offset, std::span<char> out) const {
+  return handle_->read(offset, out);
+}
+
+task_manager::task_manager(asio::any_io_executor ex, storage::store& store,
+                           source::registry_client& origin, metrics::registry& reg, options opts)
+    : ex_(ex),
+      store_(store),
+      origin_(origin),
+      metrics_(reg),
+      opts_(opts),
+      download_limit_(opts.download_rate_limit) {}
+
+task_manager::~task_manager() { blocking_.join(); }
+
+std::size_t task_manager::active() const { return downloading_.size(); }
+
+void task_manager::stop() {
+  stopped_ = true;
+  auto tasks = downloading_;
+  for (auto& [id, t] : tasks) finish(t, error(errc::cancelled, "shoald is shutting down"));
+}
+
+result<std::shared_ptr<task>> task_manager::acquire(const digest& d, std::uint64_t content_length,
+                                                    const source::request_target& origin,
+                                                    bool* hit) {
+  if (stopped_) return error(errc::cancelled, "shoald is shutting down");
+  if (auto it = downloading_.find(d.hex); it != downloading_.end()) {
+    *hit = false;
+    return it->second;
+  }
+  if (auto meta = store_.find(d.hex); meta && meta->complete) {
+    if (meta->content_length != content_length)
+      log()->warn("task {}: cached length {} differs from upstream {}", d.hex,
+                  meta->content_length, content_length);
+    auto h = store_.open_existing(d.hex);
+    if (!h) return std::move(h).error();
+    *hit = true;
+    return std::make_shared<task>(ex_, d, std::move(*h));
+  }
+  auto h = store_.open_task(d.hex, content_length, piece_length_for(content_length));
+  if (!h) return std::move(h).error();
+  *hit = false;
+  auto t = std::make_shared<task>(ex_, d, std::move(*h));
+  downloading_[d.hex] = t;
+  metrics_.tasks_active.set(static_cast<double>(downloading_.size()));
+  asio::co_spawn(ex_, download(t, origin), asio::detached);
+  return t;
+}
+
+void task_manager::finish(const std::shared_ptr<task>& t, std::optional<error> err) {
+  if (t->state_ != task::state::downloading) return;
+  if (err) {
+    t->state_ = task::state::failed;
+    t->error_ = std::move(err);
+  } else {
+    t->state_ = task::state::complete;
+  }
+  downloading_.erase(t->digest_.hex);
+  metrics_.tasks_active.set(static_cast<double>(downloading_.size()));
+  t->notify();
+}
+
+void task_manager::commit(const std::shared_ptr<task>& t, std::uint32_t n, std::string hex) {
+  t->unsynced_.emplace_back(n, std::move(hex));
+  if (!t->syncing_) {
+    t->syncing_ = true;
+    asio::co_spawn(ex_, sync_loop(t), asio::detached);
+  }
+}
+
+awaitable<void> task_manager::sync_loop(std::shared_ptr<task> t) {
+  // Group commit: one fdatasync covers every piece written before it started.
+  while (!t->unsynced_.empty() && t->state_ == task::state::downloading) {
+    auto batch = std::move(t->unsynced_);
+    t->unsynced_.clear();
+    auto synced = co_await asio::co_spawn(blocking_.get_executor(), sync_on_pool(t->handle_),
+                                          use_awaitable);
+    if (t->state_ != task::state::downloading) break;
+    if (!synced) {
+      finish(t, std::move(synced).error());
+      break;
+    }
+    for (auto& [n, hex] : batch) {
+      if (auto r = t->handle_->mark_piece_finished(n, hex); !r) {
+        finish(t, std::move(r).error());
+        break;
+      }
+      t->readable_[n] = true;
+    }
+    t->notify();
+  }
+  t->syncing_ = false;
+  t->notify();
+}
+
+awaitable<result<void>> task_manager::drain(std::shared_ptr<task> t) {
+  while (t->syncing_ || !t->unsynced_.empty()) {
+    if (t->state_ == task::state::failed) co_return *t->error_;
+    auto [ec] = co_await t->changed_.async_wait(asio::as_tuple(use_awaitable));
+    (void)ec;
+  }
+  if (t->state_ == task::state::failed) co_return *t->error_;
+  co_return ok();
+}
+
+awaitable<void> task_manager::download(std::shared_ptr<task> t, source::request_target origin) {
+  const auto& meta = t->handle_->meta();
+  const std::uint32_t count = meta.piece_count;
+  sha256 whole;
+  std::vector<char> buf(opts_.read_chunk);
+  log()->info("task {}: downloading {} ({} pieces of {}, {} already cached) from {}/{}",
+              t->digest_.hex.substr(0, 12), format_bytes(meta.content_length), count,
+              format_bytes(meta.piece_length), t->handle_->finished_count(), origin.registry,
+              origin.repository);
+  std::uint32_t n = 0;
+  while (n < count) {
+    if (stopped_ || t->state_ != task::state::downloading) co_return;
+    if (t->handle_->piece_finished(n)) {
+      // Finished before a restart: hash it from disk, never from origin again.
+      std::uint64_t off = piece_offset(n, meta.piece_length);
+      std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
+      while (left > 0) {
+        auto got = t->handle_->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(
+                                                                          left, buf.size())));
+        if (!got || *got == 0) {
+          finish(t, got ? error(errc::io, "short read from cache file " +
+                                              t->handle_->path().string())
+                        : std::move(got).error());
+          co_return;
+        }
+        whole.update(std::span<const char>(buf.data(), *got));
+        off += *got;
+        left -= *got;
+      }
+      ++n;
+      continue;
+    }
+    std::uint32_t last = n;
+    while (last + 1 < count && !t->handle_->piece_finished(last + 1)) ++last;
+    auto r = co_await fetch_run(t, origin, n, last, whole);
+    if (!r) {
+      metrics_.origin_failures.inc();
+      log()->error("task {}: origin download failed: {}", t->digest_.hex.substr(0, 12),
+                   r.error().describe());
+      finish(t, std::move(r).error());
+      co_return;
+    }
+    n = last + 1;
+  }
+  // Everything but the held-back last piece is queued; verify the whole blob.
+  std::string got = whole.finish_hex();
+  if (got != t->digest_.hex) {
+    metrics_.digest_mismatch.inc();
+    error e(errc::digest_mismatch, "blob " + t->digest_.str() + " from " + origin.registry + "/" +
+                                       origin.repository + ": content hashes to sha256:" + got +
+                                       " (the registry served corrupt data; nothing was cached)");
+    log()->error("task {}: {}", t->digest_.hex.substr(0, 12), e.message);
+    finish(t, e);
+    co_await wait_idle(t);
+    if (auto r = t->handle_->discard(); !r) log()->warn("discard: {}", r.error().describe());
+    co_return;
+  }
+  if (auto r = co_await drain(t); !r) {
+    finish(t, std::move(r).error());
+    co_return;
+  }
+  // The last piece was held back until the digest matched: make it durable and
+  // visible, then seal the task.
+  const std::uint32_t tail = count - 1;
+  if (!t->handle_->piece_finished(tail)) {
+    auto synced = co_await asio::co_spawn(blocking_.get_executor(), sync_on_pool(t->handle_),
+                                          use_awaitable);
+    if (!synced) {
+      finish(t, std::move(synced).error());
+      co_return;
+    }
+    if (auto r = t->handle_->mark_piece_finished(tail, t->tail_hex_); !r) {
+      finish(t, std::move(r).error());
+      co_return;
+    }
+  }
+  if (auto r = t->handle_->mark_complete(); !r) {
+    finish(t, std::move(r).error());
+    co_return;
+  }
+  log()->info("task {}: complete, digest verified", t->digest_.hex.substr(0, 12));
+  finish(t, std::nullopt);
+}
+
+awaitable<void> task_manager::wait_idle(std::shared_ptr<task> t) {
+  while (t->syncing_) {
+    auto [ec] = co_await t->changed_.async_wait(asio::as_tuple(use_awaitable));
+    (void)ec;
+  }
+}
+
+awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
+                                                source::request_target origin,
+                                                std::uint32_t first, std::uint32_t last,
+                                                sha256& whole) {
+  const auto& meta = t->handle_->meta();
+  const std::uint64_t begin = piece_offset(first, meta.piece_length);
+  const std::uint64_t end = piece_offset(last, meta.piece_length) +
+                            piece_size(last, meta.content_length, meta.piece_length);
+  auto stream = co_await origin_.open_blob(origin, t->digest_.str(),
+                                           begin, begin == 0 && end == meta.content_length ? 0 : end);
+  if (!stream) co_return std::move(stream).error();
+  std::vector<char> buf(opts_.read_chunk);
+  for (std::uint32_t n = first; n <= last; ++n) {
+    sha256 piece_hash;
+    std::uint64_t off = piece_offset(n, meta.piece_length);
+    std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
+    while (left > 0) {
+      if (stopped_ || t->state_ != task::state::downloading)
+        co_return error(errc::cancelled, "download of " + t->digest_.str() + " stopped");
+      std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
+      co_await download_limit_.acquire(want);
+      auto got = co_await (*stream)->read_some(std::span<char>(buf.data(), want));
+      if (!got) co_return std::move(got).error();
+      if (*got == 0)
+        co_return error(errc::upstream_error,
+                        "blob " + t->digest_.str() + " from " + origin.registry + "/" +
+                            origin.repository + ": body ended early at byte " +
+                            std::to_string(off) + " of " + std::to_string(meta.content_length));
+      std::span<const char> data(buf.data(), *got);
+      if (auto w = t->handle_->write(off, data); !w) co_return std::move(w).error();
+      piece_hash.update(data);
+      whole.update(data);
+      metrics_.source_bytes.inc(static_cast<double>(*got));
+      off += *got;
+      left -= *got;
+    }
+    if (n + 1 == meta.piece_count)
+      t->tail_hex_ = piece_hash.finish_hex();  // held back until the blob verifies
+    else
+      commit(t, n, piece_hash.finish_hex());
+  }
+  co_return ok();
+}
+
+}  // namespace shoal::transfer
