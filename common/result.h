@@ -53,6 +53,8 @@ template <class T>
 class [[nodiscard]] result {
  public:
   result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT implicit
+  // A default T (asio's co_spawn needs default-constructible results).
+  result() requires std::is_default_constructible_v<T> : v_(std::in_place_index<0>) {}
   result(shoal::error err) : v_(std::in_place_index<1>, std::move(err)) {}  // NOLINT implicit
 
   bool has_value() const noexcept { return v_.index() == 0; }

@@ -14,6 +14,7 @@
 #include "common/reference.h"
 #include "common/sha256.h"
 #include "daemon/mirror/range.h"
+#include "daemon/mirror/send_file.h"
 
 namespace shoal::mirror {
 
@@ -348,11 +349,14 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
   count(out.result());
   if (!co_await write_header()) co_return false;
 
-  std::vector<char> buf(opts_.write_chunk);
   std::uint64_t pos = range.first;
   const std::uint64_t end = range.last + 1;
+  const auto tail = static_cast<std::uint32_t>((size - 1) / t->piece_length());
   while (pos < end) {
-    auto n = static_cast<std::uint32_t>(pos / t->piece_length());
+    // The response's last byte waits until the whole blob has verified (the
+    // tail piece is readable only then), so no response, full or ranged, ever
+    // completes with bytes that do not match the digest.
+    auto n = pos + 1 == end ? tail : static_cast<std::uint32_t>(pos / t->piece_length());
     if (auto w = co_await t->wait_piece(n); !w) {
       // The blob failed (e.g. digest mismatch): abort the response so the
       // client can never mistake what it got for the complete blob.
@@ -362,24 +366,20 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
       stream.socket().close(ec);
       co_return false;
     }
-    std::uint64_t piece_end = std::min<std::uint64_t>(
-        end, piece_offset(n, t->piece_length()) + t->piece_length());
-    while (pos < piece_end) {
-      std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(piece_end - pos, buf.size()));
-      auto got = t->read(pos, std::span<char>(buf.data(), want));
-      if (!got || *got == 0) {
-        log()->error("blob {}: reading cache at byte {}: {}", d->str(), pos,
-                     got ? "short read" : got.error().describe());
-        boost::system::error_code ec;
-        stream.socket().close(ec);
-        co_return false;
-      }
-      stream.expires_after(std::chrono::seconds(60));
-      auto [ec, written] = co_await asio::async_write(stream, asio::buffer(buf.data(), *got),
-                                                      asio::as_tuple(asio::use_awaitable));
-      if (ec) co_return false;  // client went away; the download goes on for the cache
-      client_bytes_.inc(static_cast<double>(written));
-      pos += written;
+    // Send every piece that is readable now in one go, straight from the page
+    // cache (sendfile: no copy through user space).
+    std::uint32_t last = n;
+    while (piece_offset(last + 1, t->piece_length()) < end && t->readable(last + 1)) ++last;
+    std::uint64_t upto = std::min<std::uint64_t>(
+        end, piece_offset(last, t->piece_length()) + t->piece_length());
+    if (upto == end && !t->readable(tail)) --upto;  // hold the final byte back
+    auto sent = co_await send_file(stream.socket(), t->fd(), pos, upto - pos);
+    client_bytes_.inc(static_cast<double>(sent.bytes));
+    pos += sent.bytes;
+    if (sent.ec) {
+      if (sent.ec != asio::error::broken_pipe && sent.ec != asio::error::connection_reset)
+        log()->warn("blob {} to client: {} at byte {}", d->str(), sent.ec.message(), pos);
+      co_return false;  // client went away; the download goes on for the cache
     }
   }
   co_return true;

@@ -136,4 +136,19 @@ asio::awaitable<beast::error_code> connection::read_some(
   co_return ec;
 }
 
+asio::awaitable<std::pair<beast::error_code, std::size_t>> connection::read_raw(
+    std::span<char> out) {
+  if (buffer_.size() > 0) {
+    std::size_t n = asio::buffer_copy(asio::buffer(out.data(), out.size()), buffer_.data());
+    buffer_.consume(n);
+    co_return std::pair{beast::error_code{}, n};
+  }
+  if (tls_) {
+    auto [ec, n] = co_await tls_->async_read_some(asio::buffer(out.data(), out.size()), nothrow);
+    co_return std::pair{ec, n};
+  }
+  auto [ec, n] = co_await plain_->async_read_some(asio::buffer(out.data(), out.size()), nothrow);
+  co_return std::pair{ec, n};
+}
+
 }  // namespace shoal::source

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -52,6 +53,10 @@ class connection {
   // Reads at most what fits in p's body buffer; need_buffer is not an error.
   asio::awaitable<beast::error_code> read_some(http::response_parser<http::buffer_body>& p);
 
+  // Reads body bytes straight into `out` (bytes already buffered after the
+  // header first, then the socket): for bodies with a Content-Length, this
+  // avoids Beast's 64 KiB-per-read parser path on multi-GiB blobs.
+  asio::awaitable<std::pair<beast::error_code, std::size_t>> read_raw(std::span<char> out);
   // When this connection last went idle (for the pool).
   std::chrono::steady_clock::time_point idle_since;
 

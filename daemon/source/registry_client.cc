@@ -638,7 +638,7 @@ class registry_client::impl::stream final : public blob_stream {
         if (!x) co_return std::move(x).error();
         adopt(std::move(*x));
       }
-      if (parser_->is_done()) {
+      if (body_done()) {
         if (end_ == 0 || offset_ >= end_) {
           finish();
           co_return std::size_t{0};
@@ -653,13 +653,23 @@ class registry_client::impl::stream final : public blob_stream {
         }
         continue;
       }
-      auto& body = parser_->get().body();
-      body.data = out.data();
-      body.size = want;
-      body.more = true;
       conn_->tcp().expires_after(client_->opts.idle_timeout);
-      const auto ec = co_await conn_->read_some(*parser_);
-      const std::size_t got = want - body.size;
+      beast::error_code ec;
+      std::size_t got = 0;
+      if (raw_left_) {
+        // Content-Length body: read straight into the caller's buffer.
+        auto n = static_cast<std::size_t>(std::min<std::uint64_t>(want, *raw_left_));
+        std::tie(ec, got) = co_await conn_->read_raw(out.subspan(0, n));
+        *raw_left_ -= got;
+        if (!ec && got == 0) ec = asio::error::eof;
+      } else {
+        auto& body = parser_->get().body();
+        body.data = out.data();
+        body.size = want;
+        body.more = true;
+        ec = co_await conn_->read_some(*parser_);
+        got = want - body.size;
+      }
       offset_ += got;
       if (!ec) {
         if (got > 0) co_return got;
@@ -689,6 +699,9 @@ class registry_client::impl::stream final : public blob_stream {
   void adopt(exchange x) {
     conn_ = std::move(x.conn);
     parser_ = std::move(x.parser);
+    raw_left_.reset();
+    if (!parser_->chunked() && parser_->content_length())
+      raw_left_ = *parser_->content_length();
     // Learn where the body ends, so a resumed request asks for exactly the rest.
     if (x.resp.status == 206) {
       // Never ask beyond the blob's end, even if the caller's `end` did.
@@ -702,12 +715,14 @@ class registry_client::impl::stream final : public blob_stream {
 
   // Keeps the connection for reuse if its response was read to the end.
   void release_connection() {
-    if (conn_ && parser_ && parser_->is_done() && parser_->keep_alive()) {
+    if (conn_ && parser_ && body_done() && parser_->keep_alive()) {
       client_->release(std::move(conn_));
     }
     conn_.reset();
     parser_.reset();
   }
+
+  bool body_done() const { return raw_left_ ? *raw_left_ == 0 : parser_->is_done(); }
 
   // The body is over (or no longer wanted): keep the connection only if the
   // response was read to its end.
@@ -724,6 +739,7 @@ class registry_client::impl::stream final : public blob_stream {
   std::uint64_t end_;  // 0 = unknown (chunked 200)
   std::unique_ptr<connection> conn_;
   std::unique_ptr<http::response_parser<http::buffer_body>> parser_;
+  std::optional<std::uint64_t> raw_left_;  // body bytes left when read raw
   bool finished_ = false;
 };
 

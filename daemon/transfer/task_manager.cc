@@ -19,9 +19,30 @@ using asio::use_awaitable;
 namespace {
 auto log() { return logger("transfer"); }
 
-// Runs on the blocking pool: fdatasync must not stall the I/O thread.
-awaitable<result<void>> sync_on_pool(std::shared_ptr<storage::task_handle> h) {
-  co_return h->sync();
+// Runs on the blocking pool, off the I/O thread: hashes each piece from the
+// page cache (the piece digests the swarm verifies against), then fdatasyncs
+// the file so the pieces can be recorded finished.
+awaitable<result<std::vector<std::string>>> hash_and_sync(
+    std::shared_ptr<storage::task_handle> h, std::vector<std::uint32_t> pieces) {
+  const auto& meta = h->meta();
+  std::vector<std::string> hexes;
+  std::vector<char> buf(1 << 20);
+  for (auto n : pieces) {
+    sha256 hash;
+    std::uint64_t off = piece_offset(n, meta.piece_length);
+    std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
+    while (left > 0) {
+      auto got = h->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(left, buf.size())));
+      if (!got) co_return std::move(got).error();
+      if (*got == 0) co_return error(errc::io, "short read from " + h->path().string());
+      hash.update(std::span<const char>(buf.data(), *got));
+      off += *got;
+      left -= *got;
+    }
+    hexes.push_back(hash.finish_hex());
+  }
+  if (auto r = h->sync(); !r) co_return std::move(r).error();
+  co_return hexes;
 }
 }  // namespace
 
@@ -116,8 +137,8 @@ void task_manager::finish(const std::shared_ptr<task>& t, std::optional<error> e
   t->notify();
 }
 
-void task_manager::commit(const std::shared_ptr<task>& t, std::uint32_t n, std::string hex) {
-  t->unsynced_.emplace_back(n, std::move(hex));
+void task_manager::commit(const std::shared_ptr<task>& t, std::uint32_t n) {
+  t->unsynced_.push_back(n);
   if (!t->syncing_) {
     t->syncing_ = true;
     asio::co_spawn(ex_, sync_loop(t), asio::detached);
@@ -129,21 +150,19 @@ awaitable<void> task_manager::sync_loop(std::shared_ptr<task> t) {
   while (!t->unsynced_.empty() && t->state_ == task::state::downloading) {
     auto batch = std::move(t->unsynced_);
     t->unsynced_.clear();
-    auto synced = co_await asio::co_spawn(blocking_.get_executor(), sync_on_pool(t->handle_),
-                                          use_awaitable);
+    auto hexes = co_await asio::co_spawn(blocking_.get_executor(),
+                                         hash_and_sync(t->handle_, batch), use_awaitable);
     if (t->state_ != task::state::downloading) break;
-    if (!synced) {
-      finish(t, std::move(synced).error());
+    if (!hexes) {
+      finish(t, std::move(hexes).error());
       break;
     }
-    for (auto& [n, hex] : batch) {
-      if (auto r = t->handle_->mark_piece_finished(n, hex); !r) {
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (auto r = t->handle_->mark_piece_finished(batch[i], (*hexes)[i]); !r) {
         finish(t, std::move(r).error());
         break;
       }
-      t->readable_[n] = true;
     }
-    t->notify();
   }
   t->syncing_ = false;
   t->notify();
@@ -216,21 +235,24 @@ awaitable<void> task_manager::download(std::shared_ptr<task> t, source::request_
     if (auto r = t->handle_->discard(); !r) log()->warn("discard: {}", r.error().describe());
     co_return;
   }
+  // The last piece was held back until the digest matched: readers may have
+  // it now; then make everything durable and seal the task.
+  const std::uint32_t tail = count - 1;
+  t->readable_[tail] = true;
+  t->notify();
   if (auto r = co_await drain(t); !r) {
     finish(t, std::move(r).error());
     co_return;
   }
-  // The last piece was held back until the digest matched: make it durable and
-  // visible, then seal the task.
-  const std::uint32_t tail = count - 1;
   if (!t->handle_->piece_finished(tail)) {
-    auto synced = co_await asio::co_spawn(blocking_.get_executor(), sync_on_pool(t->handle_),
-                                          use_awaitable);
-    if (!synced) {
-      finish(t, std::move(synced).error());
+    std::vector<std::uint32_t> last(1, tail);
+    auto hexes = co_await asio::co_spawn(blocking_.get_executor(),
+                                         hash_and_sync(t->handle_, std::move(last)), use_awaitable);
+    if (!hexes) {
+      finish(t, std::move(hexes).error());
       co_return;
     }
-    if (auto r = t->handle_->mark_piece_finished(tail, t->tail_hex_); !r) {
+    if (auto r = t->handle_->mark_piece_finished(tail, hexes->front()); !r) {
       finish(t, std::move(r).error());
       co_return;
     }
@@ -263,33 +285,41 @@ awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
   if (!stream) co_return std::move(stream).error();
   std::vector<char> buf(opts_.read_chunk);
   for (std::uint32_t n = first; n <= last; ++n) {
-    sha256 piece_hash;
     std::uint64_t off = piece_offset(n, meta.piece_length);
     std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
     while (left > 0) {
       if (stopped_ || t->state_ != task::state::downloading)
         co_return error(errc::cancelled, "download of " + t->digest_.str() + " stopped");
+      // Fill a whole chunk before writing and hashing: sockets hand out a few
+      // KiB at a time, and per-call costs dominate at GiB/s.
       std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
       co_await download_limit_.acquire(want);
-      auto got = co_await (*stream)->read_some(std::span<char>(buf.data(), want));
-      if (!got) co_return std::move(got).error();
-      if (*got == 0)
-        co_return error(errc::upstream_error,
-                        "blob " + t->digest_.str() + " from " + origin.registry + "/" +
-                            origin.repository + ": body ended early at byte " +
-                            std::to_string(off) + " of " + std::to_string(meta.content_length));
-      std::span<const char> data(buf.data(), *got);
+      std::size_t filled = 0;
+      while (filled < want) {
+        auto got = co_await (*stream)->read_some(std::span<char>(buf.data() + filled, want - filled));
+        if (!got) co_return std::move(got).error();
+        if (*got == 0)
+          co_return error(errc::upstream_error,
+                          "blob " + t->digest_.str() + " from " + origin.registry + "/" +
+                              origin.repository + ": body ended early at byte " +
+                              std::to_string(off + filled) + " of " +
+                              std::to_string(meta.content_length));
+        filled += *got;
+      }
+      std::span<const char> data(buf.data(), filled);
       if (auto w = t->handle_->write(off, data); !w) co_return std::move(w).error();
-      piece_hash.update(data);
       whole.update(data);
-      metrics_.source_bytes.inc(static_cast<double>(*got));
-      off += *got;
-      left -= *got;
+      metrics_.source_bytes.inc(static_cast<double>(filled));
+      off += filled;
+      left -= filled;
     }
-    if (n + 1 == meta.piece_count)
-      t->tail_hex_ = piece_hash.finish_hex();  // held back until the blob verifies
-    else
-      commit(t, n, piece_hash.finish_hex());
+    if (n + 1 < meta.piece_count) {  // the last piece is held back until the blob verifies
+      // Readers may stream the piece from the page cache now; it is recorded
+      // finished (for crash recovery) only once fdatasync made it durable.
+      t->readable_[n] = true;
+      t->notify();
+      commit(t, n);
+    }
   }
   co_return ok();
 }

@@ -4,10 +4,11 @@
 // swarm (scheduler, parents) plugs in here next.
 //
 // A task moves: downloading -> complete | failed. Pieces are written to the
-// piece cache as they arrive and become visible to readers only once they are
-// durable (group-committed fdatasync on a blocking-work thread). The last
-// piece is held back until the whole blob's SHA-256 matches its digest, so a
-// reader never receives a complete corrupt blob: it gets an error and aborts.
+// piece cache as they arrive and readers stream them from the page cache at
+// once; a piece is recorded finished (what survives a crash) only after a
+// group-committed fdatasync on a blocking-work thread. The last piece is held
+// back until the whole blob's SHA-256 matches its digest, so a reader never
+// receives a complete corrupt blob: it gets an error and aborts.
 //
 // Threading: everything runs on the daemon's I/O executor (one thread);
 // fdatasync is the only work sent to the blocking pool.
@@ -57,11 +58,17 @@ class task : public std::enable_shared_from_this<task> {
   state current() const { return state_; }
   std::uint64_t content_length() const { return handle_->meta().content_length; }
   std::uint32_t piece_length() const { return handle_->meta().piece_length; }
-  // Waits until piece n is readable (durable, and for the last piece: the blob
+  // Waits until piece n is readable (written; for the last piece: the blob
   // verified). Errors when the download failed (the reader must abort).
   boost::asio::awaitable<result<void>> wait_piece(std::uint32_t n);
+  // Whether piece n can be read now (without waiting).
+  bool readable(std::uint32_t n) const {
+    return state_ == state::complete || (n < readable_.size() && readable_[n]);
+  }
   // pread from the content file.
   result<std::size_t> read(std::uint64_t offset, std::span<char> out) const;
+  // The content file, for sendfile; valid while the task is held.
+  int fd() const { return handle_->fd(); }
 
  private:
   friend class task_manager;
@@ -72,9 +79,8 @@ class task : public std::enable_shared_from_this<task> {
   state state_ = state::downloading;
   std::optional<error> error_;
   std::vector<bool> readable_;
-  std::vector<std::pair<std::uint32_t, std::string>> unsynced_;  // written, not yet durable
+  std::vector<std::uint32_t> unsynced_;  // written, not yet durable
   bool syncing_ = false;
-  std::string tail_hex_;  // last piece's SHA-256, recorded once the blob verifies
   boost::asio::steady_timer changed_;  // cancelled to wake every waiter
 };
 
@@ -100,8 +106,9 @@ class task_manager {
                                                  source::request_target origin,
                                                  std::uint32_t first, std::uint32_t last,
                                                  sha256& whole);
-  // Queues a written piece for the group commit (fdatasync, then record).
-  void commit(const std::shared_ptr<task>& t, std::uint32_t n, std::string sha256_hex);
+  // Queues a written piece for the group commit (hash and fdatasync on the
+  // blocking pool, then record it finished).
+  void commit(const std::shared_ptr<task>& t, std::uint32_t n);
   boost::asio::awaitable<void> sync_loop(std::shared_ptr<task> t);
   // Waits until every queued piece is durable and recorded.
   boost::asio::awaitable<result<void>> drain(std::shared_ptr<task> t);
