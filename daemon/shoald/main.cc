@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 
@@ -70,6 +71,9 @@ asio::awaitable<bool> admin(shoal::http::request req, boost::beast::tcp_stream& 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // sendfile(2) has no MSG_NOSIGNAL: a client hanging up mid-blob must give
+  // EPIPE, not kill the daemon.
+  std::signal(SIGPIPE, SIG_IGN);
   flags f;
   CLI::App app{"shoald: Shoal's node daemon, a caching OCI registry mirror that shares pieces "
                "with other nodes"};

@@ -1069,7 +1069,7 @@ result<void> task_handle::mark_piece_finished(std::uint32_t n, const std::string
                                              " is out of range for task " + short_id(meta_.id) +
                                              " (" + std::to_string(meta_.piece_count) + " pieces)");
   }
-  if (!is_task_id(sha256_hex)) {
+  if (!sha256_hex.empty() && !is_task_id(sha256_hex)) {
     return error(errc::invalid_argument,
                  "piece " + std::to_string(n) + " of task " + short_id(meta_.id) + ": digest " +
                      printable(sha256_hex) + " is not 64 lowercase hex characters");

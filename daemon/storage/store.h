@@ -74,6 +74,7 @@ class task_handle {
   // fdatasync the content file: after it returns, written bytes are durable.
   result<void> sync();
   // Records piece n finished; call only after sync() covered its bytes.
+  // sha256_hex may be empty when the piece's digest was not computed.
   result<void> mark_piece_finished(std::uint32_t n, const std::string& sha256_hex);
   // pread; returns bytes read.
   result<std::size_t> read(std::uint64_t offset, std::span<char> out) const;

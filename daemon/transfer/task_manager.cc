@@ -20,14 +20,16 @@ namespace {
 auto log() { return logger("transfer"); }
 
 // Runs on the blocking pool, off the I/O thread: hashes each piece from the
-// page cache (the piece digests the swarm verifies against), then fdatasyncs
-// the file so the pieces can be recorded finished.
+// page cache if asked (the piece digests the swarm verifies against; empty
+// otherwise), then fdatasyncs the file so the pieces can be recorded finished.
 awaitable<result<std::vector<std::string>>> hash_and_sync(
-    std::shared_ptr<storage::task_handle> h, std::vector<std::uint32_t> pieces) {
+    std::shared_ptr<storage::task_handle> h, std::vector<std::uint32_t> pieces, bool hash_pieces) {
   const auto& meta = h->meta();
-  std::vector<std::string> hexes;
-  std::vector<char> buf(1 << 20);
+  std::vector<std::string> hexes(pieces.size());
+  if (hash_pieces) hexes.clear();
+  std::vector<char> buf(hash_pieces ? 1 << 20 : 0);
   for (auto n : pieces) {
+    if (!hash_pieces) break;
     sha256 hash;
     std::uint64_t off = piece_offset(n, meta.piece_length);
     std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
@@ -148,10 +150,21 @@ void task_manager::commit(const std::shared_ptr<task>& t, std::uint32_t n) {
 awaitable<void> task_manager::sync_loop(std::shared_ptr<task> t) {
   // Group commit: one fdatasync covers every piece written before it started.
   while (!t->unsynced_.empty() && t->state_ == task::state::downloading) {
+    if (opts_.commit_interval.count() > 0 && !t->draining_) {
+      // Let pieces accumulate: fewer fdatasyncs, and the page cache absorbs
+      // bursts instead of pacing the download at the disk's sync speed.
+      asio::steady_timer wait(ex_, opts_.commit_interval);
+      t->commit_wait_ = &wait;
+      auto [ec] = co_await wait.async_wait(asio::as_tuple(use_awaitable));
+      (void)ec;  // cancelled by drain(): commit now
+      t->commit_wait_ = nullptr;
+      if (t->state_ != task::state::downloading) break;
+    }
     auto batch = std::move(t->unsynced_);
     t->unsynced_.clear();
     auto hexes = co_await asio::co_spawn(blocking_.get_executor(),
-                                         hash_and_sync(t->handle_, batch), use_awaitable);
+                                         hash_and_sync(t->handle_, batch, opts_.piece_digests),
+                                         use_awaitable);
     if (t->state_ != task::state::downloading) break;
     if (!hexes) {
       finish(t, std::move(hexes).error());
@@ -169,6 +182,8 @@ awaitable<void> task_manager::sync_loop(std::shared_ptr<task> t) {
 }
 
 awaitable<result<void>> task_manager::drain(std::shared_ptr<task> t) {
+  t->draining_ = true;
+  if (t->commit_wait_) t->commit_wait_->cancel();
   while (t->syncing_ || !t->unsynced_.empty()) {
     if (t->state_ == task::state::failed) co_return *t->error_;
     auto [ec] = co_await t->changed_.async_wait(asio::as_tuple(use_awaitable));
@@ -247,7 +262,8 @@ awaitable<void> task_manager::download(std::shared_ptr<task> t, source::request_
   if (!t->handle_->piece_finished(tail)) {
     std::vector<std::uint32_t> last(1, tail);
     auto hexes = co_await asio::co_spawn(blocking_.get_executor(),
-                                         hash_and_sync(t->handle_, std::move(last)), use_awaitable);
+                                         hash_and_sync(t->handle_, std::move(last), opts_.piece_digests),
+                                         use_awaitable);
     if (!hexes) {
       finish(t, std::move(hexes).error());
       co_return;

@@ -17,6 +17,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -37,6 +38,12 @@ namespace shoal::transfer {
 struct options {
   std::uint64_t download_rate_limit = 0;  // bytes/s over all origin reads, 0 = unlimited
   std::size_t read_chunk = 1 << 20;       // bytes per origin read
+  // Pause between group commits (fdatasync + record). Longer: fewer syncs and
+  // more re-fetching after a crash (at most this much download time is lost).
+  std::chrono::milliseconds commit_interval{500};
+  // Record each piece's SHA-256 (a second hash pass: only worth it when a
+  // swarm verifies pieces against them; the whole blob is always verified).
+  bool piece_digests = false;
 };
 
 struct metrics_set {
@@ -81,6 +88,8 @@ class task : public std::enable_shared_from_this<task> {
   std::vector<bool> readable_;
   std::vector<std::uint32_t> unsynced_;  // written, not yet durable
   bool syncing_ = false;
+  bool draining_ = false;                           // commit at once from now on
+  boost::asio::steady_timer* commit_wait_ = nullptr;  // the group commit's pause, if waiting
   boost::asio::steady_timer changed_;  // cancelled to wake every waiter
 };
 
