@@ -1,0 +1,155 @@
+// shoal-scheduler: decides who fetches which pieces from whom. Composition
+// root: parses flags (every flag is also a YAML key in --config), builds the
+// gRPC service and the HTTP endpoint on one owner thread, and hands them one
+// shutdown signal (SIGTERM/SIGINT).
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <spdlog/fmt/fmt.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <iostream>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "common/config.h"
+#include "common/http.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "scheduler/resource/clock.h"
+#include "scheduler/service/service.h"
+
+namespace asio = boost::asio;
+
+namespace {
+
+struct flags {
+  std::string listen = "0.0.0.0:7410";
+  std::string http_listen = "127.0.0.1:7411";
+  double host_ttl = 30;
+  double source_stall_timeout = 20;
+  std::uint32_t parents_per_child = 4;
+  std::uint32_t announce_interval = 5;
+  std::string log_level = "info";
+};
+
+int fail(const std::string& what) {
+  std::cerr << "shoal-scheduler: " << what << "\n";
+  return 2;
+}
+
+shoal::scheduler::duration seconds(double s) {
+  return std::chrono::duration_cast<shoal::scheduler::duration>(std::chrono::duration<double>(s));
+}
+
+// /healthz and /metrics.
+asio::awaitable<bool> http_api(shoal::http::request req, boost::beast::tcp_stream& stream,
+                               shoal::metrics::registry& reg) {
+  using shoal::http::status;
+  std::string_view target = req.target();
+  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+  if (target == "/healthz")
+    co_return co_await shoal::http::send(stream, req, status::ok, "ok\n", "text/plain");
+  if (target == "/metrics")
+    co_return co_await shoal::http::send(stream, req, status::ok, reg.render(),
+                                         "text/plain; version=0.0.4; charset=utf-8");
+  co_return co_await shoal::http::send(stream, req, status::not_found,
+                                       "not found: try /healthz or /metrics\n", "text/plain");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  flags f;
+  CLI::App app{"shoal-scheduler: tells every shoald whom to fetch which pieces from, and elects "
+               "the one node per blob that reads the registry"};
+  shoal::add_yaml_config(app, "");
+  app.add_option("--listen", f.listen, "gRPC address for shoald (AnnounceHost, AnnouncePeer, ...)")
+      ->capture_default_str();
+  app.add_option("--http-listen", f.http_listen, "Address of /healthz and /metrics")
+      ->capture_default_str();
+  app.add_option("--host-ttl", f.host_ttl,
+                 "Seconds without AnnounceHost after which a host and its peers are dropped")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--source-stall-timeout", f.source_stall_timeout,
+                 "Seconds without a finished piece after which the source peer is replaced")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--parents-per-child", f.parents_per_child,
+                 "Parents sent to each downloading peer")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--announce-interval", f.announce_interval,
+                 "Seconds between AnnounceHost heartbeats asked of the daemons")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (!shoal::init_logging(f.log_level)) return fail("unknown --log-level '" + f.log_level + "'");
+  auto log = shoal::logger("scheduler");
+  auto http_ep = shoal::http::parse_endpoint(f.http_listen);
+  if (!http_ep) return fail("--http-listen: " + http_ep.error().message);
+  if (f.host_ttl <= f.announce_interval)
+    return fail(fmt::format("--host-ttl ({}s) must be longer than --announce-interval ({}s), "
+                            "or hosts expire between heartbeats",
+                            f.host_ttl, f.announce_interval));
+
+  // Signals are taken by sigwait below; block them before any thread starts
+  // (gRPC's included) so none of those threads receives them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  shoal::metrics::registry reg;
+  shoal::scheduler::system_clock clk;
+  shoal::scheduler::engine_options eopts;
+  eopts.host_ttl = seconds(f.host_ttl);
+  eopts.source_stall_timeout = seconds(f.source_stall_timeout);
+  eopts.announce_interval_seconds = f.announce_interval;
+  eopts.evaluation.parents_per_child = f.parents_per_child;
+  shoal::scheduler::service_options sopts;
+  sopts.listen = f.listen;
+
+  asio::io_context io;
+  shoal::http::server http_srv(io.get_executor(), "scheduler-http");
+  if (auto r = http_srv.listen(*http_ep, "--http-listen"); !r) return fail(r.error().message);
+  shoal::scheduler::service svc(io, eopts, sopts, clk, reg, std::random_device{}());
+  if (auto r = svc.start(); !r) return fail(r.error().message);
+  http_srv.start([&reg](shoal::http::request req, boost::beast::tcp_stream& s) {
+    return http_api(std::move(req), s, reg);
+  });
+
+  auto work = asio::make_work_guard(io);
+  std::thread owner([&io] { io.run(); });
+  log->info("shoal-scheduler ready: gRPC {} http {} host-ttl {}s stall-timeout {}s parents {}",
+            f.listen, f.http_listen, f.host_ttl, f.source_stall_timeout, f.parents_per_child);
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  log->info("signal {}: shutting down", sig);
+  // gRPC first (it needs the owner thread to finish its streams), then HTTP,
+  // then let the owner's queue drain and stop.
+  svc.shutdown(std::chrono::seconds(5));
+  asio::post(io, [&io, &http_srv] {
+    http_srv.stop();
+    asio::post(io, [&io] { io.stop(); });
+  });
+  work.reset();
+  owner.join();
+  log->info("shoal-scheduler stopped");
+  return 0;
+}

@@ -1,0 +1,68 @@
+#pragma once
+// One host's copy of one task (one AnnouncePeer stream).
+//
+// State machine: running -> done (the host has every piece and verified the
+// blob; it keeps serving as a parent) and running|done -> failed (the host gave
+// up; it is no longer a parent or source candidate). A peer is removed when
+// its stream ends.
+
+#include <cstdint>
+#include <deque>
+#include <set>
+#include <string_view>
+#include <vector>
+
+#include "scheduler/resource/bitmap.h"
+#include "scheduler/resource/clock.h"
+#include "scheduler/resource/ids.h"
+
+namespace shoal::scheduler {
+
+enum class peer_state { running, done, failed };
+std::string_view to_string(peer_state s);
+
+struct peer {
+  peer(host_id h, task_id t, stream_id s, std::uint64_t sequence, std::uint32_t piece_count,
+       time_point now);
+
+  host_id host;
+  task_id task;
+  stream_id stream;
+  std::uint64_t seq;  // registration order within the scheduler (earlier = smaller)
+  peer_state state = peer_state::running;
+
+  // Pieces it holds whose bytes match the task's digest (see task.h).
+  bitmap finished;
+  bool has_client = false;  // it can read origin for a waiting client
+  bool was_source = false;  // it was the source under a previous scheduler
+  bool is_source = false;   // it is the task's current source peer
+  bitmap origin_assigned;   // pieces the current FetchFromOrigin lists (source only)
+
+  std::vector<host_id> parents;  // as last sent in Parents
+  std::set<host_id> blocked;     // parents that served it bad bytes: never again for this task
+  std::uint32_t children = 0;    // peers that list it as a parent
+
+  std::deque<time_point> failures;  // failures blamed on it as a parent, oldest first
+  std::uint32_t bad_reports = 0;    // its own PieceFinished digests that did not match
+
+  std::uint64_t bytes_from_origin = 0;
+  std::uint64_t bytes_from_peers = 0;
+  time_point registered_at;
+  time_point last_piece_at;
+
+  bool live() const noexcept { return state != peer_state::failed; }
+  // Still downloading: a child that wants parents.
+  bool needs_pieces() const noexcept { return state == peer_state::running && !finished.all(); }
+
+  // running -> done; false (no change) from any other state.
+  bool mark_done() noexcept;
+  // running|done -> failed; false if already failed.
+  bool mark_failed() noexcept;
+
+  // Records a failure blamed on this peer as a parent and forgets those older than window.
+  void record_failure(time_point now, duration window);
+  // Failures within window of now.
+  std::uint32_t recent_failures(time_point now, duration window) const;
+};
+
+}  // namespace shoal::scheduler

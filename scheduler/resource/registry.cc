@@ -1,0 +1,110 @@
+#include "scheduler/resource/registry.h"
+
+#include <cassert>
+
+namespace shoal::scheduler {
+
+namespace {
+std::uint64_t key(stream_id s) { return static_cast<std::uint64_t>(s); }
+}  // namespace
+
+host& registry::announce(const v1::Host& info, time_point now) {
+  host& h = ensure_host(host_id(info.id()), now);
+  h.info = info;
+  h.last_seen = now;
+  h.announced = true;
+  return h;
+}
+
+host& registry::ensure_host(const host_id& id, time_point now) {
+  auto [it, inserted] = hosts_.try_emplace(id);
+  host& h = it->second;
+  if (inserted) {
+    h.id = id;
+    h.info.set_id(id.str());
+    h.first_seen = now;
+    h.last_seen = now;
+  }
+  return h;
+}
+
+host* registry::find_host(const host_id& id) {
+  auto it = hosts_.find(id);
+  return it == hosts_.end() ? nullptr : &it->second;
+}
+
+const host* registry::find_host(const host_id& id) const {
+  auto it = hosts_.find(id);
+  return it == hosts_.end() ? nullptr : &it->second;
+}
+
+std::vector<host_id> registry::expired_hosts(time_point now, duration ttl) const {
+  std::vector<host_id> out;
+  for (const auto& [id, h] : hosts_)
+    if (h.expired(now, ttl)) out.push_back(id);
+  return out;
+}
+
+void registry::erase_host(const host_id& id) {
+  auto it = hosts_.find(id);
+  if (it == hosts_.end()) return;
+  assert(it->second.tasks.empty());
+  hosts_.erase(it);
+}
+
+task* registry::find_task(const task_id& id) {
+  auto it = tasks_.find(id);
+  return it == tasks_.end() ? nullptr : &it->second;
+}
+
+const task* registry::find_task(const task_id& id) const {
+  auto it = tasks_.find(id);
+  return it == tasks_.end() ? nullptr : &it->second;
+}
+
+task& registry::create_task(const task_id& id, std::uint64_t content_length,
+                            std::uint32_t piece_length, const v1::Origin& origin, time_point now) {
+  auto [it, inserted] = tasks_.try_emplace(id, id, content_length, piece_length, origin, now);
+  assert(inserted);
+  return it->second;
+}
+
+void registry::erase_task(const task_id& id) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  for (auto& [h, p] : it->second.peers()) {
+    streams_.erase(key(p.stream));
+    if (host* hh = find_host(h)) hh->tasks.erase(id);
+  }
+  tasks_.erase(it);
+}
+
+peer& registry::add_peer(task& t, const host_id& h, stream_id s, time_point now) {
+  auto [it, inserted] = t.peers().try_emplace(h, h, t.id(), s, next_seq_++, t.piece_count(), now);
+  assert(inserted);
+  streams_[key(s)] = stream_key{t.id(), h};
+  if (host* hh = find_host(h)) hh->tasks.insert(t.id());
+  return it->second;
+}
+
+void registry::erase_peer(task& t, const host_id& h) {
+  peer* p = t.find_peer(h);
+  if (p == nullptr) return;
+  t.set_parents(*p, {});
+  streams_.erase(key(p->stream));
+  if (host* hh = find_host(h)) hh->tasks.erase(t.id());
+  if (t.source.current == h) t.source.current.reset();
+  t.peers().erase(h);
+}
+
+std::optional<registry::peer_ref> registry::find_by_stream(stream_id s) {
+  auto it = streams_.find(key(s));
+  if (it == streams_.end()) return std::nullopt;
+  task* t = find_task(it->second.t);
+  if (t == nullptr) return std::nullopt;
+  peer* p = t->find_peer(it->second.h);
+  if (p == nullptr) return std::nullopt;
+  return peer_ref{t, p};
+}
+
+}  // namespace shoal::scheduler

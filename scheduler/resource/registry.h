@@ -1,0 +1,73 @@
+#pragma once
+// The scheduler's whole state: hosts, tasks and their peers, and which stream
+// each peer speaks on. Pure data: no I/O, no threads, no clock of its own (every
+// call that needs time takes `now`). It is owned by one thread (see
+// scheduler/service/README.md).
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "scheduler/resource/clock.h"
+#include "scheduler/resource/host.h"
+#include "scheduler/resource/ids.h"
+#include "scheduler/resource/peer.h"
+#include "scheduler/resource/task.h"
+#include "shoal/v1/scheduler.pb.h"
+
+namespace shoal::scheduler {
+
+class registry {
+ public:
+  // --- hosts
+  // Upserts a host from its heartbeat (info.id() must be non-empty).
+  host& announce(const v1::Host& info, time_point now);
+  // The host a peer registers from; created as an unannounced placeholder
+  // (no address yet, expires like any host) if the heartbeat has not arrived.
+  host& ensure_host(const host_id& id, time_point now);
+  host* find_host(const host_id& id);
+  const host* find_host(const host_id& id) const;
+  const std::map<host_id, host>& hosts() const noexcept { return hosts_; }
+  // Hosts whose last heartbeat is older than ttl.
+  std::vector<host_id> expired_hosts(time_point now, duration ttl) const;
+  // Removes a host; its peers must have been removed first.
+  void erase_host(const host_id& id);
+
+  // --- tasks
+  task* find_task(const task_id& id);
+  const task* find_task(const task_id& id) const;
+  task& create_task(const task_id& id, std::uint64_t content_length, std::uint32_t piece_length,
+                    const v1::Origin& origin, time_point now);
+  // Removes a task and all its peers.
+  void erase_task(const task_id& id);
+  std::map<task_id, task>& tasks() noexcept { return tasks_; }
+  const std::map<task_id, task>& tasks() const noexcept { return tasks_; }
+
+  // --- peers
+  // Adds the peer (host, t) speaking on stream s; the host must exist and have
+  // no peer in t yet.
+  peer& add_peer(task& t, const host_id& h, stream_id s, time_point now);
+  // Removes a peer, unlinking its stream and host and its parents' children counts.
+  // Children that listed it keep the stale id until they are re-scheduled.
+  void erase_peer(task& t, const host_id& h);
+  struct peer_ref {
+    task* t;
+    peer* p;
+  };
+  std::optional<peer_ref> find_by_stream(stream_id s);
+  std::size_t peer_count() const noexcept { return streams_.size(); }
+
+ private:
+  std::map<host_id, host> hosts_;
+  std::map<task_id, task> tasks_;
+  struct stream_key {
+    task_id t;
+    host_id h;
+  };
+  std::unordered_map<std::uint64_t, stream_key> streams_;
+  std::uint64_t next_seq_ = 1;
+};
+
+}  // namespace shoal::scheduler

@@ -1,0 +1,110 @@
+#pragma once
+// One immutable content object and everything the scheduler knows about it.
+//
+// State machine: running -> sealed (the whole blob was verified; the digest
+// list is final) and running -> poisoned (the blob failed verification, or two
+// origin reads of one piece disagreed; the task is then dropped). Sealed and
+// poisoned are final.
+//
+// Piece digests: the first origin report of a piece wins; a later report that
+// differs is a conflict (the caller poisons the task). A peer's `finished`
+// bitmap only ever holds pieces whose digest is known and matched, so "held by
+// a live peer" always means "fetchable and verifiable".
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "scheduler/resource/bitmap.h"
+#include "scheduler/resource/clock.h"
+#include "scheduler/resource/ids.h"
+#include "scheduler/resource/peer.h"
+#include "shoal/v1/scheduler.pb.h"
+
+namespace shoal::scheduler {
+
+enum class task_state { running, sealed, poisoned };
+std::string_view to_string(task_state s);
+
+enum class digest_update { added, same, conflict };
+
+// A digest recorded but not yet broadcast; the reporter does not need it back.
+struct pending_digest {
+  std::uint32_t index;
+  stream_id reporter;
+};
+
+class task {
+ public:
+  task(task_id id, std::uint64_t content_length, std::uint32_t piece_length, v1::Origin origin,
+       time_point created);
+
+  const task_id& id() const noexcept { return id_; }
+  std::uint64_t content_length() const noexcept { return content_length_; }
+  std::uint32_t piece_length() const noexcept { return piece_length_; }
+  std::uint32_t piece_count() const noexcept { return piece_count_; }
+  const v1::Origin& origin() const noexcept { return origin_; }
+  time_point created() const noexcept { return created_; }
+  // Bytes in piece i (the last piece may be short).
+  std::uint64_t piece_bytes(std::uint32_t i) const noexcept;
+
+  task_state state() const noexcept { return state_; }
+  // running -> sealed; false from any other state.
+  bool seal() noexcept;
+  // running -> poisoned; false from any other state.
+  bool poison() noexcept;
+
+  // Records the digest of piece i (index validated by the caller).
+  digest_update record_digest(std::uint32_t i, std::string_view sha256);
+  bool digest_known(std::uint32_t i) const noexcept { return known_.test(i); }
+  // Empty when unknown.
+  const std::string& digest(std::uint32_t i) const noexcept { return digests_[i]; }
+  const bitmap& known() const noexcept { return known_; }
+  bool all_digests_known() const noexcept { return known_.all(); }
+
+  peer* find_peer(const host_id& h);
+  const peer* find_peer(const host_id& h) const;
+  // Peers by host; the registry adds and removes them.
+  std::map<host_id, peer>& peers() noexcept { return peers_; }
+  const std::map<host_id, peer>& peers() const noexcept { return peers_; }
+
+  // Pieces that at least one live (not failed) peer holds.
+  bitmap held_by_live_peers() const;
+  // Pieces no live peer holds: what origin still has to provide.
+  bitmap missing_everywhere() const;
+
+  // Replaces child's parent list, keeping every parent's children count right.
+  void set_parents(peer& child, std::vector<host_id> parents);
+
+  // Source peer bookkeeping, owned by the scheduling engine.
+  struct source_state {
+    std::optional<host_id> current;  // the elected source, if any
+    bool ever_elected = false;       // a source was elected since the task was created
+    std::set<host_id> excluded;      // hosts that stalled or failed as source for this task
+    std::uint32_t failures = 0;      // sources that reported Failed
+    time_point last_progress{};      // election or the source's last PieceFinished
+  };
+  source_state source;
+
+  // Digests waiting to be broadcast (batched), owned by the scheduling engine.
+  std::vector<pending_digest> pending_digests;
+  std::optional<time_point> pending_since;
+
+ private:
+  task_id id_;
+  std::uint64_t content_length_;
+  std::uint32_t piece_length_;
+  std::uint32_t piece_count_;
+  v1::Origin origin_;
+  time_point created_;
+  task_state state_ = task_state::running;
+  std::vector<std::string> digests_;
+  bitmap known_;
+  std::map<host_id, peer> peers_;
+};
+
+}  // namespace shoal::scheduler

@@ -1,0 +1,27 @@
+#pragma once
+// Source election (DESIGN §5): exactly one peer per task reads origin.
+
+#include <optional>
+
+#include "scheduler/resource/ids.h"
+#include "scheduler/resource/registry.h"
+#include "scheduler/resource/task.h"
+
+namespace shoal::scheduler {
+
+enum class election_mode {
+  // No source was ever elected: only a peer that can read origin for a client
+  // (has_client), a seed, or the previous scheduler's source qualifies.
+  initial,
+  // The source left, stalled or failed: any running peer qualifies.
+  replacement,
+};
+
+// Picks the source among the task's running peers, skipping hosts in
+// t.source.excluded and `also_exclude`. Order: the previous scheduler's source
+// (was_source), then peers other peers can fetch from (announced address),
+// then seed hosts, then has_client, then earliest registration.
+std::optional<host_id> elect_source(const registry& reg, const task& t, election_mode mode,
+                                    const host_id* also_exclude = nullptr);
+
+}  // namespace shoal::scheduler

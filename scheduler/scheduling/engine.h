@@ -1,0 +1,128 @@
+#pragma once
+// The scheduler's decision engine: turns peer events, heartbeats and time into
+// decisions (FetchFromOrigin, StopFromOrigin, Parents, PieceDigests, Abort).
+//
+// Threading: not thread-safe. One owner (the service's io_context thread)
+// calls everything; the decision_sink is called synchronously from inside
+// these calls and must not call back into the engine.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+
+#include "common/result.h"
+#include "scheduler/resource/clock.h"
+#include "scheduler/resource/registry.h"
+#include "scheduler/scheduling/evaluator.h"
+#include "scheduler/scheduling/metrics.h"
+#include "shoal/v1/scheduler.pb.h"
+
+namespace shoal::scheduler {
+
+struct engine_options {
+  duration host_ttl = std::chrono::seconds(30);
+  // A source that reports no piece for this long while pieces are still
+  // missing everywhere is replaced.
+  duration source_stall_timeout = std::chrono::seconds(20);
+  std::uint32_t announce_interval_seconds = 5;
+  // Origin digests are broadcast in batches: at most this late, or at once
+  // when this many are waiting.
+  duration digest_batch_delay = std::chrono::milliseconds(20);
+  std::size_t digest_batch_size = 64;
+  // After this many source peers of one task report Failed, the task is
+  // aborted with NO_SOURCE (origin refuses everyone).
+  std::uint32_t max_source_failures = 3;
+  // Largest task accepted, in pieces (bounds bitmap memory per peer).
+  std::uint32_t max_piece_count = 1u << 20;
+  evaluator_options evaluation;
+};
+
+// Where decisions go: the service writes them to the AnnouncePeer streams.
+class decision_sink {
+ public:
+  virtual ~decision_sink() = default;
+  // Queues d on stream s; a stream that is gone or closing drops it.
+  virtual void send(stream_id s, v1::Decision d) = 0;
+  // Ends stream s once its queued decisions are written (after an Abort).
+  virtual void close(stream_id s) = 0;
+};
+
+class engine {
+ public:
+  engine(engine_options opts, const clock& clk, decision_sink& sink, scheduler_metrics& m,
+         std::uint64_t seed);
+
+  // One event read from AnnouncePeer stream s; the first must be a Register.
+  void on_event(stream_id s, const v1::PeerEvent& ev);
+  // Stream s ended (client closed, cancelled, broke, or the server closed it).
+  void on_stream_end(stream_id s);
+
+  // Heartbeat: upserts the host. Fails on a missing host id.
+  result<v1::AnnounceHostResponse> announce_host(const v1::Host& h);
+  // A host leaving on purpose: its peers are removed at once.
+  void leave_host(const host_id& h);
+  result<v1::TaskInfo> stat_task(const task_id& t) const;
+  v1::ListHostsResponse list_hosts() const;
+  v1::ListTasksResponse list_tasks() const;
+
+  // Periodic work (call every 1-2 s): host expiry, source stalls and pending
+  // elections, re-scheduling children when a better parent appears or one left.
+  void tick();
+  // Broadcasts every batched digest now.
+  void flush_digests();
+  // When the oldest batched digest is due, if any is waiting.
+  std::optional<time_point> next_digest_flush() const;
+
+  const registry& state() const noexcept { return reg_; }
+  const engine_options& options() const noexcept { return opts_; }
+
+ private:
+  void on_register(stream_id s, const v1::Register& r);
+  void on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev);
+  void on_piece_failed(task& t, peer& p, const v1::PieceFailed& ev);
+  void on_source_finished(task& t, peer& p, const v1::SourceFinished& ev);
+  void on_done(task& t, peer& p);
+  void on_failed(task& t, peer& p, const v1::Failed& ev);
+
+  // Elects a source if none and pieces are missing everywhere, or widens the
+  // current source's origin list when pieces were lost (a holder left).
+  void ensure_source(task& t);
+  void make_source(task& t, peer& p, const bitmap& missing);
+  void check_stall(task& t);
+  // Sends child a new Parents if the choice changed (or always when forced).
+  void reschedule(task& t, peer& child, bool force);
+  void reschedule_children_of(task& t, const host_id& parent);
+
+  // Removes a peer and repairs what depended on it (source, children, empty task).
+  // repair=false only unlinks (the same host registers again at once). Returns false if
+  // the task was dropped because no peer is left (t is then gone).
+  bool remove_peer(task& t, host_id h, std::string_view why, bool repair);
+  void remove_host(const host_id& h, v1::Abort::Reason reason, const std::string& message);
+  void abort_stream(stream_id s, v1::Abort::Reason reason, const std::string& message);
+  // Aborts every peer of t with reason and drops the task.
+  void drop_task(task& t, v1::Abort::Reason reason, const std::string& message);
+  void poison(task& t, const std::string& message);
+  void seal(task& t, std::string_view why);
+
+  void queue_digest(task& t, std::uint32_t index, stream_id reporter);
+  void flush_task_digests(task& t, bool sealed);
+
+  void emit(stream_id s, v1::Decision d);
+  v1::Decision parents_decision(const task& t, const std::vector<host_id>& parents) const;
+  v1::TaskInfo task_info(const task& t) const;
+  void update_gauges();
+
+  engine_options opts_;
+  const clock& clock_;
+  decision_sink& sink_;
+  scheduler_metrics& metrics_;
+  evaluator eval_;
+  std::mt19937_64 rng_;
+  registry reg_;
+  std::set<task_id> pending_digest_tasks_;
+};
+
+}  // namespace shoal::scheduler

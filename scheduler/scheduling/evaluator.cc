@@ -1,0 +1,125 @@
+#include "scheduler/scheduling/evaluator.h"
+
+#include <algorithm>
+
+namespace shoal::scheduler {
+
+bool evaluator::is_candidate(const registry& reg, const task& t, const peer& child,
+                             const peer& candidate) const {
+  if (candidate.host == child.host || !candidate.live()) return false;
+  if (child.blocked.contains(candidate.host)) return false;
+  const host* h = reg.find_host(candidate.host);
+  if (h == nullptr || !h->can_serve()) return false;
+  if (candidate.finished.count_and_not(child.finished) > 0) return true;
+  // The running source is worth connecting to before it holds much: it is
+  // receiving from origin and children long-poll its bitmap.
+  return t.state() == task_state::running && t.source.current == candidate.host &&
+         candidate.state == peer_state::running;
+}
+
+std::vector<const peer*> evaluator::candidates(const registry& reg, const task& t,
+                                               const peer& child) const {
+  std::vector<const peer*> out;
+  for (const auto& [hid, p] : t.peers())
+    if (is_candidate(reg, t, child, p)) out.push_back(&p);
+  return out;
+}
+
+evaluator::scoring_context evaluator::context(const registry& reg, const peer& child,
+                                              const std::vector<const peer*>& cands) {
+  scoring_context ctx{reg.find_host(child.host), child.finished.size() - child.finished.count(),
+                      0.0};
+  for (const peer* p : cands)
+    if (const host* h = reg.find_host(p->host))
+      ctx.max_free = std::max(ctx.max_free, static_cast<double>(h->free_upload()));
+  return ctx;
+}
+
+double evaluator::score(const registry& reg, const task& t, const peer& child,
+                        const peer& candidate, const scoring_context& ctx, time_point now) const {
+  const weights& w = opts_.w;
+  const host* h = reg.find_host(candidate.host);
+  double s = 0;
+  if (h != nullptr) {
+    if (ctx.max_free > 0) {
+      const double free = static_cast<double>(h->free_upload()) / ctx.max_free;
+      s += w.capacity * free * (0.5 + 0.5 * h->free_slot_fraction());
+    }
+    if (ctx.child_host != nullptr && !h->info.zone().empty() &&
+        h->info.zone() == ctx.child_host->info.zone())
+      s += w.zone;
+    if (h->info.seed()) s += w.seed;
+  }
+  double useful = ctx.child_missing == 0
+                      ? 0.0
+                      : static_cast<double>(candidate.finished.count_and_not(child.finished)) /
+                            ctx.child_missing;
+  if (t.state() == task_state::running && t.source.current == candidate.host)
+    useful = std::max(useful, w.source_min_useful);
+  s += w.useful * useful;
+  s -= w.failure * candidate.recent_failures(now, opts_.failure_window);
+  s -= w.load * candidate.children;
+  return s;
+}
+
+std::vector<scored_parent> evaluator::rank(const registry& reg, const task& t, const peer& child,
+                                           time_point now) const {
+  auto cands = candidates(reg, t, child);
+  auto ctx = context(reg, child, cands);
+  std::vector<scored_parent> out;
+  out.reserve(cands.size());
+  for (const peer* p : cands) out.push_back({p->host, score(reg, t, child, *p, ctx, now)});
+  std::sort(out.begin(), out.end(), [](const scored_parent& a, const scored_parent& b) {
+    return a.score != b.score ? a.score > b.score : a.host < b.host;
+  });
+  return out;
+}
+
+std::vector<host_id> evaluator::choose(const registry& reg, const task& t, const peer& child,
+                                       time_point now, std::mt19937_64& rng) const {
+  // Current parents first (they keep their place unless something clearly
+  // better shows up), then a random partial scan of the other peers that stops
+  // after candidate_limit candidates: the cost per decision stays bounded on
+  // swarms of thousands of peers, and the sample spreads load by itself.
+  std::vector<const peer*> current;
+  std::vector<const peer*> cands;
+  for (const auto& h : child.parents) {
+    if (const peer* p = t.find_peer(h)) {
+      current.push_back(p);
+      if (is_candidate(reg, t, child, *p)) cands.push_back(p);
+    }
+  }
+  std::vector<const peer*> pool;
+  pool.reserve(t.peers().size());
+  for (const auto& [h, p] : t.peers())
+    if (&p != &child && std::find(current.begin(), current.end(), &p) == current.end())
+      pool.push_back(&p);
+  const std::size_t limit = std::max<std::size_t>(opts_.candidate_limit, cands.size());
+  for (std::size_t i = 0; i < pool.size() && cands.size() < limit; ++i) {
+    std::uniform_int_distribution<std::size_t> pick(i, pool.size() - 1);
+    std::swap(pool[i], pool[pick(rng)]);
+    if (is_candidate(reg, t, child, *pool[i])) cands.push_back(pool[i]);
+  }
+
+  auto ctx = context(reg, child, cands);
+  std::uniform_real_distribution<double> jitter(0.0, 1.0);
+  std::vector<scored_parent> scored;
+  scored.reserve(cands.size());
+  for (const peer* p : cands) {
+    double s = score(reg, t, child, *p, ctx, now);
+    if (std::find(current.begin(), current.end(), p) != current.end()) s += opts_.w.stickiness;
+    s += opts_.w.jitter * jitter(rng);
+    scored.push_back({p->host, s});
+  }
+  const std::size_t k = std::min<std::size_t>(opts_.parents_per_child, scored.size());
+  std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(k), scored.end(),
+                    [](const scored_parent& a, const scored_parent& b) {
+                      return a.score != b.score ? a.score > b.score : a.host < b.host;
+                    });
+  std::vector<host_id> out;
+  out.reserve(k);
+  for (std::size_t i = 0; i < k; ++i) out.push_back(scored[i].host);
+  return out;
+}
+
+}  // namespace shoal::scheduler

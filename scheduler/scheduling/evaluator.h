@@ -1,0 +1,87 @@
+#pragma once
+// Parent choice for a child (DESIGN §10).
+//
+// Candidates: other hosts' live peers of the task that hold pieces the child
+// lacks (the running source always qualifies: it is still receiving), whose
+// host announced a piece-server address, and that are not blocked for this
+// child. Score (higher is better):
+//   capacity  * free upload (normalised to the best candidate) * slot factor
+// + zone      if child and parent share a non-empty zone
+// + useful    * fraction of the child's missing pieces the parent holds
+// + seed      if the parent's host is a seed
+// - failure   * failures blamed on the parent within the failure window
+// - load      * children the parent already serves
+// + stickiness if it is already one of the child's parents (avoids flapping)
+// + jitter    * uniform[0,1) so near-equal candidates share the load.
+// The best `parents_per_child` win.
+
+#include <chrono>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "scheduler/resource/clock.h"
+#include "scheduler/resource/registry.h"
+#include "scheduler/resource/task.h"
+
+namespace shoal::scheduler {
+
+struct weights {
+  double capacity = 1.0;
+  double zone = 0.5;
+  double useful = 1.0;
+  double seed = 0.3;
+  double failure = 0.5;
+  double load = 0.05;
+  double stickiness = 0.2;
+  double jitter = 0.1;
+  // The running source's useful fraction counts as at least this much.
+  double source_min_useful = 0.5;
+};
+
+struct evaluator_options {
+  std::uint32_t parents_per_child = 4;
+  // At most this many candidates are scored per decision (current parents
+  // plus a random sample), which bounds the cost on very large swarms.
+  std::uint32_t candidate_limit = 40;
+  duration failure_window = std::chrono::seconds(60);
+  weights w;
+};
+
+struct scored_parent {
+  host_id host;
+  double score;  // without stickiness and jitter
+};
+
+class evaluator {
+ public:
+  explicit evaluator(evaluator_options opts) : opts_(opts) {}
+
+  const evaluator_options& options() const noexcept { return opts_; }
+
+  // Whether `candidate` may be a parent of `child` at all.
+  bool is_candidate(const registry& reg, const task& t, const peer& child,
+                    const peer& candidate) const;
+  // Every candidate with its deterministic score, best first (ties by host id).
+  std::vector<scored_parent> rank(const registry& reg, const task& t, const peer& child,
+                                  time_point now) const;
+  // The parents to send: the best parents_per_child after stickiness and jitter.
+  std::vector<host_id> choose(const registry& reg, const task& t, const peer& child,
+                              time_point now, std::mt19937_64& rng) const;
+
+ private:
+  struct scoring_context {
+    const host* child_host;
+    std::uint32_t child_missing;
+    double max_free;
+  };
+  double score(const registry& reg, const task& t, const peer& child, const peer& candidate,
+               const scoring_context& ctx, time_point now) const;
+  std::vector<const peer*> candidates(const registry& reg, const task& t, const peer& child) const;
+  static scoring_context context(const registry& reg, const peer& child,
+                                 const std::vector<const peer*>& cands);
+
+  evaluator_options opts_;
+};
+
+}  // namespace shoal::scheduler

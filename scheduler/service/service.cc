@@ -1,0 +1,356 @@
+#include "scheduler/service/service.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <boost/asio/post.hpp>
+#include <future>
+#include <utility>
+
+#include "common/log.h"
+
+namespace shoal::scheduler {
+
+namespace asio = boost::asio;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = shoal::logger("scheduler");
+  return l;
+}
+
+grpc::Status to_status(const error& e) {
+  if (e.is(errc::invalid_argument)) return {grpc::StatusCode::INVALID_ARGUMENT, e.message};
+  if (e.is(errc::not_found)) return {grpc::StatusCode::NOT_FOUND, e.message};
+  return {grpc::StatusCode::INTERNAL, e.message};
+}
+
+}  // namespace
+
+// One AnnouncePeer stream's owner-side state. Shared between the reactor
+// (which only posts it to the owner) and the owner (which alone reads and
+// writes its fields).
+struct service::stream_state {
+  stream_id id{};
+  peer_reactor* reactor = nullptr;  // valid until finished is set
+  std::deque<v1::Decision> queue;
+  v1::Decision current;  // the write in flight; must outlive it
+  bool write_in_flight = false;
+  bool closing = false;   // finish once the queue is written
+  bool finished = false;  // Finish was called: never touch reactor again
+  bool engine_told = false;
+  grpc::Status final_status;
+};
+
+class service::peer_reactor final
+    : public grpc::ServerBidiReactor<v1::PeerEvent, v1::Decision> {
+ public:
+  peer_reactor(service& svc, std::shared_ptr<stream_state> st)
+      : svc_(svc), st_(std::move(st)) {}
+
+  // Owner thread (or creation, before the owner knows the stream).
+  void read_next() { StartRead(&in_); }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      auto ev = std::make_shared<v1::PeerEvent>();
+      ev->Swap(&in_);
+      asio::post(svc_.io_, [svc = &svc_, st = st_, ev, received = steady::now()] {
+        svc->on_read(st, *ev, received);
+      });
+    } else {
+      asio::post(svc_.io_, [svc = &svc_, st = st_] { svc->on_read_end(st); });
+    }
+  }
+  void OnWriteDone(bool ok) override {
+    asio::post(svc_.io_, [svc = &svc_, st = st_, ok] { svc->on_write_done(st, ok); });
+  }
+  void OnCancel() override {
+    asio::post(svc_.io_, [svc = &svc_, st = st_] { svc->on_cancel(st); });
+  }
+  void OnDone() override {
+    asio::post(svc_.io_, [svc = &svc_, st = st_] { svc->on_done(st); });
+    delete this;
+  }
+
+ private:
+  service& svc_;
+  std::shared_ptr<stream_state> st_;
+  v1::PeerEvent in_;
+};
+
+class service::grpc_service final : public v1::Scheduler::CallbackService {
+ public:
+  explicit grpc_service(service& svc) : svc_(svc) {}
+
+  grpc::ServerBidiReactor<v1::PeerEvent, v1::Decision>* AnnouncePeer(
+      grpc::CallbackServerContext* /*ctx*/) override {
+    auto st = std::make_shared<stream_state>();
+    st->id = stream_id{svc_.next_stream_.fetch_add(1, std::memory_order_relaxed)};
+    auto* r = new peer_reactor(svc_, st);
+    st->reactor = r;
+    // The owner learns of the stream before its first event can arrive.
+    asio::post(svc_.io_, [svc = &svc_, st] { svc->on_stream_open(st); });
+    r->read_next();
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* AnnounceHost(grpc::CallbackServerContext* ctx,
+                                         const v1::AnnounceHostRequest* req,
+                                         v1::AnnounceHostResponse* resp) override {
+    return unary(ctx, [req, resp](engine& e) -> grpc::Status {
+      auto out = e.announce_host(req->host());
+      if (!out) return to_status(out.error());
+      *resp = std::move(*out);
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::ServerUnaryReactor* StatTask(grpc::CallbackServerContext* ctx,
+                                     const v1::StatTaskRequest* req,
+                                     v1::TaskInfo* resp) override {
+    return unary(ctx, [req, resp](engine& e) -> grpc::Status {
+      auto out = e.stat_task(task_id(req->task_id()));
+      if (!out) return to_status(out.error());
+      *resp = std::move(*out);
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx,
+                                      const v1::ListHostsRequest* /*req*/,
+                                      v1::ListHostsResponse* resp) override {
+    return unary(ctx, [resp](engine& e) {
+      *resp = e.list_hosts();
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* ctx,
+                                      const v1::ListTasksRequest* /*req*/,
+                                      v1::ListTasksResponse* resp) override {
+    return unary(ctx, [resp](engine& e) {
+      *resp = e.list_tasks();
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::ServerUnaryReactor* LeaveHost(grpc::CallbackServerContext* ctx,
+                                      const v1::LeaveHostRequest* req,
+                                      v1::LeaveHostResponse* /*resp*/) override {
+    return unary(ctx, [req](engine& e) {
+      if (req->host_id().empty())
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "LeaveHost without host_id");
+      e.leave_host(host_id(req->host_id()));
+      return grpc::Status::OK;
+    });
+  }
+
+ private:
+  // Runs f on the owner thread and finishes the call with its status. The
+  // request and response stay valid until Finish.
+  template <class F>
+  grpc::ServerUnaryReactor* unary(grpc::CallbackServerContext* ctx, F f) {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    asio::post(svc_.io_, [svc = &svc_, r, f = std::move(f)]() mutable {
+      grpc::Status st = f(svc->engine_);
+      svc->after_engine();
+      r->Finish(std::move(st));
+    });
+    return r;
+  }
+
+  service& svc_;
+};
+
+service::service(asio::io_context& io, engine_options eopts, service_options sopts,
+                 const clock& clk, metrics::registry& reg, std::uint64_t seed)
+    : io_(io),
+      opts_(std::move(sopts)),
+      clock_(clk),
+      metrics_(reg),
+      engine_(eopts, clk, *this, metrics_, seed),
+      grpc_service_(std::make_unique<grpc_service>(*this)),
+      tick_timer_(io),
+      flush_timer_(io) {}
+
+service::~service() = default;
+
+result<void> service::start() {
+  grpc::ServerBuilder b;
+  b.AddListeningPort(opts_.listen, grpc::InsecureServerCredentials(), &port_);
+  // A second scheduler on the same port must fail, not share it silently.
+  b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  b.RegisterService(grpc_service_.get());
+  // Notice dead daemons (their peers must go) without waiting for the host TTL.
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20'000);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  server_ = b.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    server_.reset();
+    return error(errc::invalid_argument,
+                 "scheduler: cannot listen on " + opts_.listen +
+                     " (address in use or invalid: pick another --listen)");
+  }
+  asio::post(io_, [this] { arm_tick(); });
+  log()->info("scheduler gRPC listening on {} (port {})", opts_.listen, port_);
+  return ok();
+}
+
+void service::shutdown(duration grace) {
+  if (!server_ || stopped_) return;
+  stopped_ = true;
+  std::promise<void> told;
+  asio::post(io_, [this, &told] {
+    shutting_down_ = true;
+    tick_timer_.cancel();
+    flush_timer_.cancel();
+    for (auto& [id, st] : streams_) {
+      if (st->closing || st->finished) continue;
+      v1::Decision d;
+      d.mutable_abort()->set_reason(v1::Abort::SHUTDOWN);
+      d.mutable_abort()->set_message(
+          "the scheduler is shutting down: keep your pieces and register again");
+      metrics_.count(d);
+      st->queue.push_back(std::move(d));
+      st->engine_told = true;  // the engine is going away with everything it knows
+      finish_after_flush(*st, grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                           "scheduler shutting down"));
+    }
+    told.set_value();
+  });
+  told.get_future().wait();
+  server_->Shutdown(std::chrono::system_clock::now() + grace);
+  log()->info("scheduler gRPC stopped");
+}
+
+// ---------------------------------------------------------------- owner thread
+
+void service::on_stream_open(const std::shared_ptr<stream_state>& st) {
+  streams_[static_cast<std::uint64_t>(st->id)] = st;
+}
+
+void service::on_read(const std::shared_ptr<stream_state>& st, const v1::PeerEvent& ev,
+                      steady::time_point received) {
+  if (st->closing || st->finished) return;
+  if (shutting_down_) {
+    v1::Decision d;
+    d.mutable_abort()->set_reason(v1::Abort::SHUTDOWN);
+    d.mutable_abort()->set_message("the scheduler is shutting down: register again later");
+    st->queue.push_back(std::move(d));
+    st->engine_told = true;
+    finish_after_flush(*st, grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler shutting down"));
+    return;
+  }
+  engine_.on_event(st->id, ev);
+  metrics_.decision_latency.observe(std::chrono::duration<double>(steady::now() - received).count());
+  after_engine();
+  if (!st->closing && !st->finished) st->reactor->read_next();
+}
+
+void service::on_read_end(const std::shared_ptr<stream_state>& st) {
+  // The daemon closed its side (or the stream broke): the peer is gone.
+  tell_engine_ended(*st);
+  finish_after_flush(*st, grpc::Status::OK);
+}
+
+void service::on_write_done(const std::shared_ptr<stream_state>& st, bool ok) {
+  st->write_in_flight = false;
+  if (!ok) {
+    // The stream is broken: nothing more can be written, finish now.
+    tell_engine_ended(*st);
+    st->queue.clear();
+    finish_after_flush(*st, grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
+  }
+  pump(*st);
+}
+
+void service::on_cancel(const std::shared_ptr<stream_state>& st) {
+  tell_engine_ended(*st);
+  st->queue.clear();
+  finish_after_flush(*st, grpc::Status::CANCELLED);
+  pump(*st);
+}
+
+void service::on_done(const std::shared_ptr<stream_state>& st) {
+  tell_engine_ended(*st);
+  streams_.erase(static_cast<std::uint64_t>(st->id));
+}
+
+void service::tell_engine_ended(stream_state& st) {
+  if (st.engine_told) return;
+  st.engine_told = true;
+  if (shutting_down_) return;
+  engine_.on_stream_end(st.id);
+  after_engine();
+}
+
+void service::finish_after_flush(stream_state& st, grpc::Status status) {
+  if (st.closing || st.finished) return;
+  st.closing = true;
+  st.final_status = std::move(status);
+  pump(st);
+}
+
+void service::pump(stream_state& st) {
+  if (st.finished || st.write_in_flight) return;
+  if (!st.queue.empty()) {
+    st.current = std::move(st.queue.front());
+    st.queue.pop_front();
+    st.write_in_flight = true;
+    st.reactor->StartWrite(&st.current);
+    return;
+  }
+  if (st.closing) {
+    st.finished = true;
+    st.reactor->Finish(st.final_status);
+  }
+}
+
+void service::send(stream_id s, v1::Decision d) {
+  auto it = streams_.find(static_cast<std::uint64_t>(s));
+  if (it == streams_.end()) return;
+  stream_state& st = *it->second;
+  if (st.closing || st.finished) return;
+  st.queue.push_back(std::move(d));
+  pump(st);
+}
+
+void service::close(stream_id s) {
+  auto it = streams_.find(static_cast<std::uint64_t>(s));
+  if (it == streams_.end()) return;
+  stream_state& st = *it->second;
+  st.engine_told = true;  // the engine closed it: it has already forgotten the stream
+  finish_after_flush(st, grpc::Status::OK);
+}
+
+void service::after_engine() {
+  if (flush_armed_ || shutting_down_) return;
+  auto due = engine_.next_digest_flush();
+  if (!due) return;
+  flush_armed_ = true;
+  const duration delay = std::max(duration::zero(), *due - clock_.now());
+  flush_timer_.expires_after(delay);
+  flush_timer_.async_wait([this](const boost::system::error_code& ec) {
+    flush_armed_ = false;
+    if (ec || shutting_down_) return;
+    engine_.flush_digests();
+    after_engine();
+  });
+}
+
+void service::arm_tick() {
+  if (shutting_down_) return;
+  tick_timer_.expires_after(opts_.tick_interval);
+  tick_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || shutting_down_) return;
+    engine_.tick();
+    after_engine();
+    arm_tick();
+  });
+}
+
+}  // namespace shoal::scheduler

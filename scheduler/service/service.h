@@ -1,0 +1,105 @@
+#pragma once
+// The Scheduler gRPC service (callback API) around the decision engine.
+//
+// Threading: gRPC reactions never block and never touch scheduler state; they
+// post every event to `io` (an io_context run by exactly one thread, the
+// owner). The owner runs the engine, queues decisions per stream and starts
+// writes (one read and one write in flight per stream) and finishes streams.
+// A reactor is deleted in OnDone, which gRPC calls only after the owner has
+// called Finish; the owner never touches a reactor after Finish.
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "common/metrics.h"
+#include "common/result.h"
+#include "scheduler/resource/clock.h"
+#include "scheduler/scheduling/engine.h"
+#include "scheduler/scheduling/metrics.h"
+#include "shoal/v1/scheduler.grpc.pb.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace shoal::scheduler {
+
+struct service_options {
+  std::string listen = "0.0.0.0:7410";  // gRPC address; port 0 picks a free port
+  duration tick_interval = std::chrono::seconds(1);
+};
+
+class service final : private decision_sink {
+ public:
+  // `io` must be run by exactly one thread for as long as the service lives.
+  service(boost::asio::io_context& io, engine_options eopts, service_options sopts,
+          const clock& clk, metrics::registry& reg, std::uint64_t seed);
+  ~service() override;
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  // Binds and starts serving, and starts the engine's timers. Errors name the address.
+  result<void> start();
+  // The bound port (after start).
+  int port() const noexcept { return port_; }
+  // Aborts every stream with SHUTDOWN, then shuts the gRPC server down, cancelling calls
+  // still open after `grace`. Blocks: call it from a thread other than the owner, while
+  // the owner still runs `io`. Must be called before destruction if start() succeeded.
+  void shutdown(duration grace);
+
+  scheduler_metrics& metrics() noexcept { return metrics_; }
+
+ private:
+  class grpc_service;
+  class peer_reactor;
+  struct stream_state;
+  friend class grpc_service;
+  friend class peer_reactor;
+
+  // Owner-thread handlers, posted by the reactors.
+  void on_stream_open(const std::shared_ptr<stream_state>& st);
+  void on_read(const std::shared_ptr<stream_state>& st, const v1::PeerEvent& ev,
+               std::chrono::steady_clock::time_point received);
+  void on_read_end(const std::shared_ptr<stream_state>& st);
+  void on_write_done(const std::shared_ptr<stream_state>& st, bool ok);
+  void on_cancel(const std::shared_ptr<stream_state>& st);
+  void on_done(const std::shared_ptr<stream_state>& st);
+
+  // decision_sink (owner thread).
+  void send(stream_id s, v1::Decision d) override;
+  void close(stream_id s) override;
+
+  void tell_engine_ended(stream_state& st);
+  void finish_after_flush(stream_state& st, grpc::Status status);
+  void pump(stream_state& st);
+  void after_engine();
+  void arm_tick();
+
+  boost::asio::io_context& io_;
+  service_options opts_;
+  const clock& clock_;
+  scheduler_metrics metrics_;
+  engine engine_;
+  std::unique_ptr<grpc_service> grpc_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool stopped_ = false;
+
+  // Owner-thread state.
+  std::unordered_map<std::uint64_t, std::shared_ptr<stream_state>> streams_;
+  boost::asio::steady_timer tick_timer_;
+  boost::asio::steady_timer flush_timer_;
+  bool flush_armed_ = false;
+  bool shutting_down_ = false;
+
+  std::atomic<std::uint64_t> next_stream_{1};
+};
+
+}  // namespace shoal::scheduler
