@@ -1165,7 +1165,32 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
         "trailers", "transfer-encoding", "upgrade"}
 
 
-class CorruptingProxy:
+class _LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1:<free port> for test-only peers."""
+
+    def _serve(self, handler) -> None:
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CorruptingProxy(_LoopbackServer):
     """HTTP/1.1 reverse proxy to an upstream; can flip one byte of a blob body.
 
     While `corrupt` is on, GET responses for /v2/*/blobs/<digest> (digest in
@@ -1259,28 +1284,10 @@ class CorruptingProxy:
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _proxy
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def hostport(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> "CorruptingProxy":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
-class FakeUpstream:
+class FakeUpstream(_LoopbackServer):
     """A minimal static 'registry' for responses a real registry won't give.
 
     routes: {path (without query): (status, headers dict, body bytes)}; a body
@@ -1335,22 +1342,4 @@ class FakeUpstream:
 
             do_GET = do_HEAD = _serve
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def hostport(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> "FakeUpstream":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
