@@ -106,12 +106,12 @@ asio::awaitable<void> server::session(std::shared_ptr<beast::tcp_stream> stream)
         bool header = ec == bhttp::error::header_limit;
         request req;
         req.version(11);
-        co_await send_oci_error(*stream, req,
-                                header ? status::request_header_fields_too_large
-                                       : status::payload_too_large,
-                                header ? "HEADERS_TOO_LARGE" : "BODY_TOO_LARGE",
-                                header ? "request headers exceed the server's limit"
-                                       : "request body exceeds the server's limit");
+        co_await send_oci_error(
+            *stream, req,
+            header ? status::request_header_fields_too_large : status::payload_too_large,
+            header ? "HEADERS_TOO_LARGE" : "BODY_TOO_LARGE",
+            header ? "request headers exceed the server's limit"
+                   : "request body exceeds the server's limit");
       } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
                  ec != asio::error::operation_aborted && ec != beast::error::timeout &&
                  ec != asio::error::connection_reset) {
@@ -157,8 +157,7 @@ asio::awaitable<bool> send_oci_error(beast::tcp_stream& stream, const request& r
                                      const bhttp::fields& extra) {
   boost::json::object e{{"code", code}, {"message", message}};
   boost::json::object body{{"errors", boost::json::array{e}}};
-  co_return co_await send(stream, req, st, boost::json::serialize(body), "application/json",
-                          extra);
+  co_return co_await send(stream, req, st, boost::json::serialize(body), "application/json", extra);
 }
 
 }  // namespace shoal::http

@@ -32,6 +32,21 @@ constexpr std::string_view kDefaultManifestAccept =
     "application/vnd.docker.distribution.manifest.list.v2+json, "
     "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
+const char* kind_name(int what) {
+  static constexpr const char* names[] = {"base", "manifest", "blob", "other"};
+  return names[what];
+}
+
+// Writes a header-only response (HEAD, or the header before a streamed body).
+awaitable<bool> write_header(http::beast::tcp_stream& stream,
+                             bhttp::response<bhttp::empty_body>& res) {
+  bhttp::response_serializer<bhttp::empty_body> sr{res};
+  stream.expires_after(std::chrono::seconds(60));
+  auto [ec, n] =
+      co_await bhttp::async_write_header(stream, sr, asio::as_tuple(asio::use_awaitable));
+  co_return !ec;
+}
+
 std::string query_param(const boost::urls::url_view& u, std::string_view key) {
   for (auto p : u.params())
     if (p.key == key) return std::string(p.value);
@@ -64,32 +79,26 @@ mirror::mirror(source::registry_client& origin, transfer::task_manager& tasks,
       cache_hits_(reg.add_counter("shoal_cache_hits_total",
                                   "Blob requests served from a complete cached task")
                       .with()),
-      cache_misses_(reg.add_counter("shoal_cache_misses_total",
-                                    "Blob requests that needed a download")
-                        .with()) {}
+      cache_misses_(
+          reg.add_counter("shoal_cache_misses_total", "Blob requests that needed a download")
+              .with()) {}
 
 awaitable<bool> mirror::handle(http::request req, http::beast::tcp_stream& stream) {
   route r;
-  auto count = [&](status st) {
-    static constexpr const char* names[] = {"base", "manifest", "blob", "other"};
-    requests_.with({std::string(req.method_string()), names[static_cast<int>(r.what)],
-                    std::to_string(static_cast<unsigned>(st))})
-        .inc();
-  };
-  auto fail = [&](status st, std::string_view code, std::string_view msg) -> awaitable<bool> {
-    count(st);
-    co_return co_await http::send_oci_error(stream, req, st, code, msg);
-  };
 
   auto parsed = boost::urls::parse_origin_form(req.target());
-  if (!parsed) co_return co_await fail(status::bad_request, "BAD_REQUEST", "malformed request target");
+  if (!parsed)
+    co_return co_await reply_error(req, stream, kind_name(static_cast<int>(r.what)),
+                                   status::bad_request, "BAD_REQUEST", "malformed request target");
   std::string path = parsed->path();
   if (path.rfind("/v2/", 0) != 0 && path != "/v2")
-    co_return co_await fail(status::not_found, "NOT_FOUND",
-                            "unknown path " + path + " (this is an OCI registry mirror: /v2/...)");
+    co_return co_await reply_error(
+        req, stream, kind_name(static_cast<int>(r.what)), status::not_found, "NOT_FOUND",
+        "unknown path " + path + " (this is an OCI registry mirror: /v2/...)");
   if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) {
-    co_return co_await fail(status::method_not_allowed, "UNSUPPORTED",
-                            "the mirror is read-only: push to the registry itself");
+    co_return co_await reply_error(req, stream, kind_name(static_cast<int>(r.what)),
+                                   status::method_not_allowed, "UNSUPPORTED",
+                                   "the mirror is read-only: push to the registry itself");
   }
   std::string ns = query_param(*parsed, "ns");
   r.registry = ns.empty() ? opts_.default_registry : canonical_registry_host(ns);
@@ -109,23 +118,47 @@ awaitable<bool> mirror::handle(http::request req, http::beast::tcp_stream& strea
     break;
   }
   if (r.what == route::kind::other || r.ref.empty() || r.ref.find('/') != std::string::npos)
-    co_return co_await fail(status::not_found, "NOT_FOUND",
-                            "unknown path " + path +
-                                " (the mirror serves /v2/<name>/manifests/<ref> and "
-                                "/v2/<name>/blobs/<digest>)");
+    co_return co_await reply_error(req, stream, kind_name(static_cast<int>(r.what)),
+                                   status::not_found, "NOT_FOUND",
+                                   "unknown path " + path +
+                                       " (the mirror serves /v2/<name>/manifests/<ref> and "
+                                       "/v2/<name>/blobs/<digest>)");
   if (!valid_repository(r.name))
-    co_return co_await fail(status::bad_request, "NAME_INVALID",
-                            "invalid repository name '" + r.name + "'");
+    co_return co_await reply_error(req, stream, kind_name(static_cast<int>(r.what)),
+                                   status::bad_request, "NAME_INVALID",
+                                   "invalid repository name '" + r.name + "'");
   if (r.registry.empty())
-    co_return co_await fail(status::bad_request, "UNKNOWN_UPSTREAM",
-                            "no upstream registry: the client sent no ns= parameter and shoald "
-                            "has no --default-registry");
+    co_return co_await reply_error(
+        req, stream, kind_name(static_cast<int>(r.what)), status::bad_request, "UNKNOWN_UPSTREAM",
+        "no upstream registry: the client sent no ns= parameter and shoald "
+        "has no --default-registry");
   if (auto scheme = origin_.scheme_for(r.registry); !scheme)
-    co_return co_await fail(status::forbidden, "DENIED", scheme.error().message);
+    co_return co_await reply_error(req, stream, kind_name(static_cast<int>(r.what)),
+                                   status::forbidden, "DENIED", scheme.error().message);
 
   bool keep = r.what == route::kind::manifest ? co_await handle_manifest(req, r, stream)
                                               : co_await handle_blob(req, r, stream);
   co_return keep;
+}
+
+awaitable<bool> mirror::reply_error(const http::request& req, http::beast::tcp_stream& stream,
+                                    std::string_view kind, status st, std::string_view code,
+                                    std::string message) {
+  requests_
+      .with({std::string(req.method_string()), std::string(kind),
+             std::to_string(static_cast<unsigned>(st))})
+      .inc();
+  co_return co_await http::send_oci_error(stream, req, st, code, message);
+}
+
+awaitable<bool> mirror::reply_manifest(const http::request& req, http::beast::tcp_stream& stream,
+                                       std::string media_type, std::string body,
+                                       std::string digest) {
+  bhttp::fields extra;
+  extra.set("Docker-Content-Digest", digest);
+  extra.set("Docker-Distribution-API-Version", "registry/2.0");
+  requests_.with({std::string(req.method_string()), "manifest", "200"}).inc();
+  co_return co_await http::send(stream, req, status::ok, std::move(body), media_type, extra);
 }
 
 awaitable<bool> mirror::relay_status(const http::request& req, const source::response& res,
@@ -169,31 +202,22 @@ awaitable<bool> mirror::handle_manifest(const http::request& req, route r,
   auto count = [&](status st) {
     requests_.with({method, "manifest", std::to_string(static_cast<unsigned>(st))}).inc();
   };
-  auto fail = [&](status st, std::string_view code, std::string msg) -> awaitable<bool> {
-    count(st);
-    co_return co_await http::send_oci_error(stream, req, st, code, msg);
-  };
   const bool by_digest = r.ref.rfind("sha256:", 0) == 0 || r.ref.find(':') != std::string::npos;
   std::optional<digest> want;
   if (by_digest) {
     auto d = parse_digest(r.ref);
-    if (!d) co_return co_await fail(status::bad_request, "DIGEST_INVALID", d.error().message);
+    if (!d)
+      co_return co_await reply_error(req, stream, "manifest", status::bad_request, "DIGEST_INVALID",
+                                     d.error().message);
     want = *d;
   } else if (!valid_tag(r.ref)) {
-    co_return co_await fail(status::bad_request, "TAG_INVALID", "invalid tag '" + r.ref + "'");
+    co_return co_await reply_error(req, stream, "manifest", status::bad_request, "TAG_INVALID",
+                                   "invalid tag '" + r.ref + "'");
   }
   std::string accept(req[bhttp::field::accept]);
   if (accept.empty()) accept = kDefaultManifestAccept;
   const bool head = req.method() == bhttp::verb::head;
   const auto target = r.target(req);
-  auto send_manifest = [&](const std::string& media_type, const std::string& body,
-                           const std::string& dg) -> awaitable<bool> {
-    bhttp::fields extra;
-    extra.set("Docker-Content-Digest", dg);
-    extra.set("Docker-Distribution-API-Version", "registry/2.0");
-    count(status::ok);
-    co_return co_await http::send(stream, req, status::ok, body, media_type, extra);
-  };
 
   if (want) {
     if (auto cached = store_.get_manifest(want->hex)) {
@@ -204,25 +228,28 @@ awaitable<bool> mirror::handle_manifest(const http::request& req, route r,
       if (!allowed) {
         auto res = co_await origin_.manifest(target, r.ref, accept, true, 0);
         if (!res)
-          co_return co_await fail(status::bad_gateway, "UPSTREAM_ERROR", res.error().message);
+          co_return co_await reply_error(req, stream, "manifest", status::bad_gateway,
+                                         "UPSTREAM_ERROR", res.error().message);
         if (res->status / 100 != 2) {
           count(static_cast<status>(res->status));
           co_return co_await relay_status(req, *res, stream);
         }
         auth_ok_[key] = {std::chrono::steady_clock::now() + opts_.auth_cache_ttl, {}};
       }
-      co_return co_await send_manifest(cached->media_type, cached->body, want->str());
+      co_return co_await reply_manifest(req, stream, cached->media_type, cached->body, want->str());
     }
   }
 
   auto res = co_await origin_.manifest(target, r.ref, accept, head, opts_.manifest_limit);
   if (!res) {
     if (res.error().is(errc::too_large))
-      co_return co_await fail(status::payload_too_large, "MANIFEST_INVALID",
-                              "manifest " + r.name + ":" + r.ref + " from " + r.registry +
-                                  " is larger than the mirror's " +
-                                  std::to_string(opts_.manifest_limit >> 20) + " MiB limit");
-    co_return co_await fail(status::bad_gateway, "UPSTREAM_ERROR", res.error().message);
+      co_return co_await reply_error(req, stream, "manifest", status::payload_too_large,
+                                     "MANIFEST_INVALID",
+                                     "manifest " + r.name + ":" + r.ref + " from " + r.registry +
+                                         " is larger than the mirror's " +
+                                         std::to_string(opts_.manifest_limit >> 20) + " MiB limit");
+    co_return co_await reply_error(req, stream, "manifest", status::bad_gateway, "UPSTREAM_ERROR",
+                                   res.error().message);
   }
   if (res->status / 100 != 2) {
     count(static_cast<status>(res->status));
@@ -239,22 +266,23 @@ awaitable<bool> mirror::handle_manifest(const http::request& req, route r,
     count(status::ok);
     bhttp::response_serializer<bhttp::empty_body> sr{out};
     stream.expires_after(std::chrono::seconds(30));
-    auto [ec, n] = co_await bhttp::async_write_header(stream, sr, asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] =
+        co_await bhttp::async_write_header(stream, sr, asio::as_tuple(asio::use_awaitable));
     co_return !ec;
   }
   std::string got = "sha256:" + sha256_hex(res->body);
   if (want && got != want->str()) {
     log()->error("manifest {} from {}/{}: body hashes to {}", want->str(), r.registry, r.name, got);
-    co_return co_await fail(status::bad_gateway, "DIGEST_INVALID",
-                            "manifest from " + r.registry + "/" + r.name + " hashes to " + got +
-                                ", not the requested " + want->str());
+    co_return co_await reply_error(req, stream, "manifest", status::bad_gateway, "DIGEST_INVALID",
+                                   "manifest from " + r.registry + "/" + r.name + " hashes to " +
+                                       got + ", not the requested " + want->str());
   }
   auto d = parse_digest(got);
   if (auto put = store_.put_manifest(d->hex, {res->content_type, res->body}); !put)
     log()->warn("caching manifest {}: {}", got, put.error().describe());
   auth_ok_[auth_key(req, r, d->hex)] = {std::chrono::steady_clock::now() + opts_.auth_cache_ttl,
                                         {}};
-  co_return co_await send_manifest(res->content_type, res->body, got);
+  co_return co_await reply_manifest(req, stream, res->content_type, res->body, got);
 }
 
 awaitable<bool> mirror::handle_blob(const http::request& req, route r,
@@ -263,12 +291,10 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
   auto count = [&](status st) {
     requests_.with({method, "blob", std::to_string(static_cast<unsigned>(st))}).inc();
   };
-  auto fail = [&](status st, std::string_view code, std::string msg) -> awaitable<bool> {
-    count(st);
-    co_return co_await http::send_oci_error(stream, req, st, code, msg);
-  };
   auto d = parse_digest(r.ref);
-  if (!d) co_return co_await fail(status::bad_request, "DIGEST_INVALID", d.error().message);
+  if (!d)
+    co_return co_await reply_error(req, stream, "blob", status::bad_request, "DIGEST_INVALID",
+                                   d.error().message);
   const auto target = r.target(req);
 
   // Every client proves to the upstream that it may read this blob (HEAD with
@@ -280,15 +306,17 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
     info = it->second.second;
   } else {
     auto res = co_await origin_.head_blob(target, d->str());
-    if (!res) co_return co_await fail(status::bad_gateway, "UPSTREAM_ERROR", res.error().message);
+    if (!res)
+      co_return co_await reply_error(req, stream, "blob", status::bad_gateway, "UPSTREAM_ERROR",
+                                     res.error().message);
     if (res->status / 100 != 2) {
       count(static_cast<status>(res->status));
       co_return co_await relay_status(req, *res, stream);
     }
     if (!res->content_length)
-      co_return co_await fail(status::bad_gateway, "UPSTREAM_ERROR",
-                              "blob " + d->str() + " from " + r.registry +
-                                  ": HEAD response has no Content-Length");
+      co_return co_await reply_error(
+          req, stream, "blob", status::bad_gateway, "UPSTREAM_ERROR",
+          "blob " + d->str() + " from " + r.registry + ": HEAD response has no Content-Length");
     info.content_length = *res->content_length;
     std::erase_if(auth_ok_, [&](const auto& kv) { return kv.second.first <= now; });
     auth_ok_[key] = {now + opts_.auth_cache_ttl, info};
@@ -301,12 +329,11 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
     bhttp::fields extra;
     extra.set(bhttp::field::content_range, "bytes */" + std::to_string(size));
     count(status::range_not_satisfiable);
-    co_return co_await http::send_oci_error(stream, req, status::range_not_satisfiable,
-                                            "RANGE_INVALID",
-                                            "range " + std::string(req[bhttp::field::range]) +
-                                                " is outside blob of " + std::to_string(size) +
-                                                " bytes",
-                                            extra);
+    co_return co_await http::send_oci_error(
+        stream, req, status::range_not_satisfiable, "RANGE_INVALID",
+        "range " + std::string(req[bhttp::field::range]) + " is outside blob of " +
+            std::to_string(size) + " bytes",
+        extra);
   }
   const bool partial = rr == range_result::ok;
   const std::uint64_t length = size == 0 ? 0 : range.last - range.first + 1;
@@ -325,29 +352,24 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
   out.content_length(length);
   out.keep_alive(req.keep_alive());
 
-  auto write_header = [&]() -> awaitable<bool> {
-    bhttp::response_serializer<bhttp::empty_body> sr{out};
-    stream.expires_after(std::chrono::seconds(60));
-    auto [ec, n] =
-        co_await bhttp::async_write_header(stream, sr, asio::as_tuple(asio::use_awaitable));
-    co_return !ec;
-  };
   if (req.method() == bhttp::verb::head || length == 0) {
     count(out.result());
-    co_return co_await write_header();
+    co_return co_await write_header(stream, out);
   }
 
   bool hit = false;
   auto acquired = tasks_.acquire(*d, size, target, &hit);
   if (!acquired) {
-    auto st = acquired.error().is(errc::no_space) ? status::service_unavailable
-                                                   : status::internal_server_error;
-    co_return co_await fail(st, "UNAVAILABLE", acquired.error().message);
+    auto st = acquired.error().is(errc::no_space)         ? status::service_unavailable
+              : acquired.error().is(errc::upstream_error) ? status::bad_gateway
+                                                          : status::internal_server_error;
+    co_return co_await reply_error(req, stream, "blob", st, "UNAVAILABLE",
+                                   acquired.error().message);
   }
   auto t = std::move(*acquired);
   (hit ? cache_hits_ : cache_misses_).inc();
   count(out.result());
-  if (!co_await write_header()) co_return false;
+  if (!co_await write_header(stream, out)) co_return false;
 
   std::uint64_t pos = range.first;
   const std::uint64_t end = range.last + 1;
@@ -370,8 +392,8 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
     // cache (sendfile: no copy through user space).
     std::uint32_t last = n;
     while (piece_offset(last + 1, t->piece_length()) < end && t->readable(last + 1)) ++last;
-    std::uint64_t upto = std::min<std::uint64_t>(
-        end, piece_offset(last, t->piece_length()) + t->piece_length());
+    std::uint64_t upto =
+        std::min<std::uint64_t>(end, piece_offset(last, t->piece_length()) + t->piece_length());
     if (upto == end && !t->readable(tail)) --upto;  // hold the final byte back
     auto sent = co_await send_file(stream.socket(), t->fd(), pos, upto - pos);
     client_bytes_.inc(static_cast<double>(sent.bytes));

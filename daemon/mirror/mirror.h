@@ -21,10 +21,10 @@
 namespace shoal::mirror {
 
 struct options {
-  std::string default_registry;              // upstream when the client sends no ns=
-  std::size_t manifest_limit = 4 << 20;      // bytes
-  std::chrono::seconds auth_cache_ttl{30};   // how long an upstream HEAD proves access
-  std::size_t write_chunk = 1 << 20;         // bytes per write to the client
+  std::string default_registry;             // upstream when the client sends no ns=
+  std::size_t manifest_limit = 4 << 20;     // bytes
+  std::chrono::seconds auth_cache_ttl{30};  // how long an upstream HEAD proves access
+  std::size_t write_chunk = 1 << 20;        // bytes per write to the client
 };
 
 class mirror {
@@ -50,6 +50,15 @@ class mirror {
   // Sends an upstream non-2xx response (401 challenge, 404, ...) to the client.
   boost::asio::awaitable<bool> relay_status(const http::request& req, const source::response& res,
                                             http::beast::tcp_stream& stream);
+  // Counts the request and sends an OCI error body.
+  boost::asio::awaitable<bool> reply_error(const http::request& req,
+                                           http::beast::tcp_stream& stream, std::string_view kind,
+                                           http::status st, std::string_view code,
+                                           std::string message);
+  boost::asio::awaitable<bool> reply_manifest(const http::request& req,
+                                              http::beast::tcp_stream& stream,
+                                              std::string media_type, std::string body,
+                                              std::string digest);
   std::string auth_key(const http::request& req, const route& r, const std::string& what) const;
 
   source::registry_client& origin_;

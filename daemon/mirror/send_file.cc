@@ -14,9 +14,8 @@ namespace shoal::mirror {
 namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
 
-asio::awaitable<send_result> send_file(asio::ip::tcp::socket& socket, int fd,
-                                       std::uint64_t offset, std::uint64_t length,
-                                       std::chrono::seconds idle) {
+asio::awaitable<send_result> send_file(asio::ip::tcp::socket& socket, int fd, std::uint64_t offset,
+                                       std::uint64_t length, std::chrono::seconds idle) {
   send_result res;
   boost::system::error_code ec;
   socket.native_non_blocking(true, ec);
@@ -25,7 +24,8 @@ asio::awaitable<send_result> send_file(asio::ip::tcp::socket& socket, int fd,
   while (res.bytes < length) {
     off_t off = static_cast<off_t>(offset + res.bytes);
     // Bounded per call so one client cannot hog the I/O thread.
-    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(length - res.bytes, 4 << 20));
+    std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(length - res.bytes, 4 << 20));
     ssize_t n = ::sendfile(socket.native_handle(), fd, &off, want);
     if (n > 0) {
       res.bytes += static_cast<std::uint64_t>(n);
@@ -41,9 +41,9 @@ asio::awaitable<send_result> send_file(asio::ip::tcp::socket& socket, int fd,
       co_return res;
     }
     timer.expires_after(idle);
-    auto which = co_await (socket.async_wait(asio::socket_base::wait_write,
-                                             asio::as_tuple(asio::use_awaitable)) ||
-                           timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+    auto which = co_await (
+        socket.async_wait(asio::socket_base::wait_write, asio::as_tuple(asio::use_awaitable)) ||
+        timer.async_wait(asio::as_tuple(asio::use_awaitable)));
     if (which.index() == 1) {
       res.ec = asio::error::timed_out;
       co_return res;
