@@ -2,10 +2,10 @@
 // a YAML key in --config), builds the parts, wires them, and hands them one
 // shutdown signal (SIGTERM/SIGINT).
 
-#include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -52,8 +52,7 @@ asio::awaitable<bool> admin(shoal::http::request req, boost::beast::tcp_stream& 
   using shoal::http::status;
   std::string_view target = req.target();
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  if (target == "/healthz")
-    co_return co_await shoal::http::send(stream, req, status::ok, "ok\n", "text/plain");
+  if (target == "/healthz") co_return co_await shoal::http::send(stream, req, status::ok, "ok\n", "text/plain");
   if (target == "/readyz")
     co_return co_await shoal::http::send(stream, req,
                                          ready ? status::ok : status::service_unavailable,
@@ -76,9 +75,8 @@ int main(int argc, char** argv) {
   // EPIPE, not kill the daemon.
   std::signal(SIGPIPE, SIG_IGN);
   flags f;
-  CLI::App app{
-      "shoald: Shoal's node daemon, a caching OCI registry mirror that shares pieces "
-      "with other nodes"};
+  CLI::App app{"shoald: Shoal's node daemon, a caching OCI registry mirror that shares pieces "
+               "with other nodes"};
   shoal::add_yaml_config(app, "");
   app.add_option("--data-dir", f.data_dir, "Cache directory (content files and metadata)")
       ->capture_default_str();
@@ -136,8 +134,7 @@ int main(int argc, char** argv) {
   if (!store) return fail(store.error().message);
 
   shoal::metrics::registry reg;
-  auto& disk =
-      reg.add_gauge("shoal_storage_disk_bytes", "Bytes of content in the piece cache").with();
+  auto& disk = reg.add_gauge("shoal_storage_disk_bytes", "Bytes of content in the piece cache").with();
   auto& evictions =
       reg.add_gauge("shoal_storage_gc_evictions", "Tasks evicted by GC since start").with();
   bool ready = false;
@@ -155,8 +152,7 @@ int main(int argc, char** argv) {
     shoal::mirror::mirror mirror(origin, tasks, **store, reg, mopts);
 
     shoal::http::server mirror_srv(io.get_executor(), "mirror");
-    if (auto r = mirror_srv.listen(*mirror_ep, "--mirror-listen"); !r)
-      return fail(r.error().message);
+    if (auto r = mirror_srv.listen(*mirror_ep, "--mirror-listen"); !r) return fail(r.error().message);
     shoal::http::server admin_srv(io.get_executor(), "admin");
     if (auto r = admin_srv.listen(*admin_ep, "--admin-listen"); !r) return fail(r.error().message);
 
@@ -179,8 +175,8 @@ int main(int argc, char** argv) {
       asio::post(io, [&io] { io.stop(); });
     });
     ready = true;
-    log->info("shoald ready: mirror {} admin {} data {} default registry '{}'", f.mirror_listen,
-              f.admin_listen, f.data_dir, f.default_registry);
+    log->info("shoald ready: mirror {} admin {} data {} default registry '{}'",
+              f.mirror_listen, f.admin_listen, f.data_dir, f.default_registry);
     io.run();
   }
   log->info("shoald stopped");

@@ -22,9 +22,8 @@ auto log() { return logger("transfer"); }
 // Runs on the blocking pool, off the I/O thread: hashes each piece from the
 // page cache if asked (the piece digests the swarm verifies against; empty
 // otherwise), then fdatasyncs the file so the pieces can be recorded finished.
-awaitable<result<std::vector<std::string>>> hash_and_sync(std::shared_ptr<storage::task_handle> h,
-                                                          std::vector<std::uint32_t> pieces,
-                                                          bool hash_pieces) {
+awaitable<result<std::vector<std::string>>> hash_and_sync(
+    std::shared_ptr<storage::task_handle> h, std::vector<std::uint32_t> pieces, bool hash_pieces) {
   const auto& meta = h->meta();
   std::vector<std::string> hexes(pieces.size());
   if (hash_pieces) hexes.clear();
@@ -35,8 +34,7 @@ awaitable<result<std::vector<std::string>>> hash_and_sync(std::shared_ptr<storag
     std::uint64_t off = piece_offset(n, meta.piece_length);
     std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
     while (left > 0) {
-      auto got =
-          h->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(left, buf.size())));
+      auto got = h->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(left, buf.size())));
       if (!got) co_return std::move(got).error();
       if (*got == 0) co_return error(errc::io, "short read from " + h->path().string());
       hash.update(std::span<const char>(buf.data(), *got));
@@ -51,14 +49,12 @@ awaitable<result<std::vector<std::string>>> hash_and_sync(std::shared_ptr<storag
 }  // namespace
 
 metrics_set::metrics_set(metrics::registry& r)
-    : source_bytes(
-          r.add_counter("shoal_source_bytes_total", "Blob body bytes read from origin registries")
-              .with()),
+    : source_bytes(r.add_counter("shoal_source_bytes_total",
+                                 "Blob body bytes read from origin registries").with()),
       digest_mismatch(r.add_counter("shoal_digest_mismatch_total",
-                                    "Blobs whose bytes did not match their digest")
-                          .with()),
-      origin_failures(
-          r.add_counter("shoal_source_failures_total", "Origin downloads that failed").with()),
+                                    "Blobs whose bytes did not match their digest").with()),
+      origin_failures(r.add_counter("shoal_source_failures_total",
+                                    "Origin downloads that failed").with()),
       tasks_active(r.add_gauge("shoal_tasks_active", "Tasks downloading now").with()) {}
 
 task::task(asio::any_io_executor ex, digest d, std::shared_ptr<storage::task_handle> h)
@@ -218,12 +214,12 @@ awaitable<void> task_manager::download(std::shared_ptr<task> t, source::request_
       std::uint64_t off = piece_offset(n, meta.piece_length);
       std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
       while (left > 0) {
-        auto got = t->handle_->read(
-            off, std::span<char>(buf.data(), std::min<std::uint64_t>(left, buf.size())));
+        auto got = t->handle_->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(
+                                                                          left, buf.size())));
         if (!got || *got == 0) {
-          finish(t,
-                 got ? error(errc::io, "short read from cache file " + t->handle_->path().string())
-                     : std::move(got).error());
+          finish(t, got ? error(errc::io, "short read from cache file " +
+                                              t->handle_->path().string())
+                        : std::move(got).error());
           co_return;
         }
         whole.update(std::span<const char>(buf.data(), *got));
@@ -269,9 +265,9 @@ awaitable<void> task_manager::download(std::shared_ptr<task> t, source::request_
   }
   if (!t->handle_->piece_finished(tail)) {
     std::vector<std::uint32_t> last(1, tail);
-    auto hexes = co_await asio::co_spawn(
-        blocking_.get_executor(), hash_and_sync(t->handle_, std::move(last), opts_.piece_digests),
-        use_awaitable);
+    auto hexes = co_await asio::co_spawn(blocking_.get_executor(),
+                                         hash_and_sync(t->handle_, std::move(last), opts_.piece_digests),
+                                         use_awaitable);
     if (!hexes) {
       finish(t, std::move(hexes).error());
       co_return;
@@ -297,14 +293,15 @@ awaitable<void> task_manager::wait_idle(std::shared_ptr<task> t) {
 }
 
 awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
-                                                source::request_target origin, std::uint32_t first,
-                                                std::uint32_t last, sha256& whole) {
+                                                source::request_target origin,
+                                                std::uint32_t first, std::uint32_t last,
+                                                sha256& whole) {
   const auto& meta = t->handle_->meta();
   const std::uint64_t begin = piece_offset(first, meta.piece_length);
   const std::uint64_t end = piece_offset(last, meta.piece_length) +
                             piece_size(last, meta.content_length, meta.piece_length);
-  auto stream = co_await origin_.open_blob(origin, t->digest_.str(), begin,
-                                           begin == 0 && end == meta.content_length ? 0 : end);
+  auto stream = co_await origin_.open_blob(origin, t->digest_.str(),
+                                           begin, begin == 0 && end == meta.content_length ? 0 : end);
   if (!stream) co_return std::move(stream).error();
   std::vector<char> buf(opts_.read_chunk);
   for (std::uint32_t n = first; n <= last; ++n) {
@@ -319,15 +316,14 @@ awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
       co_await download_limit_.acquire(want);
       std::size_t filled = 0;
       while (filled < want) {
-        auto got =
-            co_await (*stream)->read_some(std::span<char>(buf.data() + filled, want - filled));
+        auto got = co_await (*stream)->read_some(std::span<char>(buf.data() + filled, want - filled));
         if (!got) co_return std::move(got).error();
         if (*got == 0)
-          co_return error(errc::upstream_error, "blob " + t->digest_.str() + " from " +
-                                                    origin.registry + "/" + origin.repository +
-                                                    ": body ended early at byte " +
-                                                    std::to_string(off + filled) + " of " +
-                                                    std::to_string(meta.content_length));
+          co_return error(errc::upstream_error,
+                          "blob " + t->digest_.str() + " from " + origin.registry + "/" +
+                              origin.repository + ": body ended early at byte " +
+                              std::to_string(off + filled) + " of " +
+                              std::to_string(meta.content_length));
         filled += *got;
       }
       std::span<const char> data(buf.data(), filled);

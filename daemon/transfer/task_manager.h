@@ -28,8 +28,8 @@
 #include "common/digest.h"
 #include "common/metrics.h"
 #include "common/rate_limiter.h"
-#include "common/result.h"
 #include "common/sha256.h"
+#include "common/result.h"
 #include "daemon/source/registry_client.h"
 #include "daemon/storage/store.h"
 
@@ -48,10 +48,10 @@ struct options {
 
 struct metrics_set {
   explicit metrics_set(metrics::registry& r);
-  metrics::counter& source_bytes;     // shoal_source_bytes_total
-  metrics::counter& digest_mismatch;  // shoal_digest_mismatch_total
-  metrics::counter& origin_failures;  // shoal_source_failures_total
-  metrics::gauge& tasks_active;       // shoal_tasks_active
+  metrics::counter& source_bytes;      // shoal_source_bytes_total
+  metrics::counter& digest_mismatch;   // shoal_digest_mismatch_total
+  metrics::counter& origin_failures;   // shoal_source_failures_total
+  metrics::gauge& tasks_active;        // shoal_tasks_active
 };
 
 class task_manager;
@@ -88,9 +88,9 @@ class task : public std::enable_shared_from_this<task> {
   std::vector<bool> readable_;
   std::vector<std::uint32_t> unsynced_;  // written, not yet durable
   bool syncing_ = false;
-  bool draining_ = false;                             // commit at once from now on
+  bool draining_ = false;                           // commit at once from now on
   boost::asio::steady_timer* commit_wait_ = nullptr;  // the group commit's pause, if waiting
-  boost::asio::steady_timer changed_;                 // cancelled to wake every waiter
+  boost::asio::steady_timer changed_;  // cancelled to wake every waiter
 };
 
 class task_manager {
@@ -112,8 +112,9 @@ class task_manager {
  private:
   boost::asio::awaitable<void> download(std::shared_ptr<task> t, source::request_target origin);
   boost::asio::awaitable<result<void>> fetch_run(std::shared_ptr<task> t,
-                                                 source::request_target origin, std::uint32_t first,
-                                                 std::uint32_t last, sha256& whole);
+                                                 source::request_target origin,
+                                                 std::uint32_t first, std::uint32_t last,
+                                                 sha256& whole);
   // Queues a written piece for the group commit (hash and fdatasync on the
   // blocking pool, then record it finished).
   void commit(const std::shared_ptr<task>& t, std::uint32_t n);
