@@ -930,7 +930,7 @@ class Shoald:
              "--admin-listen", f"127.0.0.1:{self.admin_port}",
              "--peer-listen", f"127.0.0.1:{self.peer_port}",
              "--api-socket", str(self.api_socket),
-             "--log-level", "debug"]
+             "--log-level", os.environ.get("SHOAL_LOG_LEVEL", "debug")]
         for r in self.insecure:
             a += ["--insecure-registry", r]
         if self.default_registry:
@@ -1354,3 +1354,83 @@ class FakeUpstream:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# --------------------------------------------------------------------------
+# shoal-scheduler and swarms
+# --------------------------------------------------------------------------
+
+
+def scheduler_binary() -> Path:
+    env = os.environ.get("SHOAL_SCHEDULER_BIN")
+    if env:
+        return Path(env)
+    return build_dir() / "scheduler" / "shoal-scheduler"
+
+
+class Scheduler:
+    """One shoal-scheduler on 127.0.0.1:<free ports>; restartable on the same ports."""
+
+    def __init__(self, workdir: Path, name: str = "scheduler",
+                 extra_args: list[str] | None = None):
+        self.name = name
+        self.workdir = Path(workdir) / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.http_port = free_port()
+        self.extra_args = list(extra_args or [])
+        self.proc: Proc | None = None
+        self.starts = 0
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "Scheduler":
+        if not scheduler_binary().exists():
+            raise FileNotFoundError(f"shoal-scheduler not built: {scheduler_binary()}")
+        self.starts += 1
+        argv = [str(scheduler_binary()), "--listen", self.addr,
+                "--http-listen", f"127.0.0.1:{self.http_port}",
+                "--log-level", os.environ.get("SHOAL_LOG_LEVEL", "debug")] + self.extra_args
+        self.proc = Proc(self.name, argv, self.workdir / f"{self.name}.{self.starts}.log")
+        wait_http_ok("127.0.0.1", self.http_port, "/healthz", timeout, self.proc)
+        # the gRPC port is bound by then too, but make sure
+        wait_until(lambda: _port_open(self.port), timeout)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc is None:
+            return 0
+        rc = self.proc.stop(signal.SIGTERM, timeout=timeout)
+        self.proc = None
+        return rc
+
+    def kill9(self) -> int:
+        if self.proc is None:
+            return 0
+        rc = self.proc.kill9()
+        self.proc = None
+        return rc
+
+    def metrics(self) -> dict:
+        r = http_request("127.0.0.1", self.http_port, "GET", "/metrics", timeout=5.0)
+        return parse_metrics(r.body.decode())
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def swarm_args(sched: "Scheduler | list[Scheduler]", extra: list[str] | None = None) -> list[str]:
+    scheds = sched if isinstance(sched, list) else [sched]
+    return ["--scheduler", ",".join(s.addr for s in scheds)] + list(extra or [])
+
+
+def peer_bytes(d: Shoald) -> float:
+    """Verified piece bytes a daemon got from parents (its own counter)."""
+    return d.metrics().get("shoal_peer_bytes_total", 0.0)
