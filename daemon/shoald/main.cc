@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
       // Children verify pieces against the source's digests; sooner commits
       // mean sooner PieceFinished reports, so children can start earlier.
       topts.piece_digests = true;
-      topts.commit_interval = std::chrono::milliseconds(200);
+      topts.commit_interval = std::chrono::milliseconds(50);
     }
     shoal::transfer::task_manager tasks(io.get_executor(), **store, origin, reg, topts);
     shoal::upload::options uopts;

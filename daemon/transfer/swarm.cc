@@ -141,9 +141,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
         digests_[i] = t_->handle_->piece_digest(i);
       }
     }
-    // Where the rarest-first scan starts: spreads ties across children.
-    static thread_local std::mt19937 rng{std::random_device{}()};
-    rot_ = std::uniform_int_distribution<std::uint32_t>(0, count_ ? count_ - 1 : 0)(rng);
+    rng_.seed(std::random_device{}());
   }
 
   const std::string& id() const { return t_->digest_.hex; }
@@ -180,6 +178,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     std::size_t in_flight = 0;
     bool active = false;
     bool polling = false;
+    bool source = false;  // the task's source peer (still reading origin)
+    // A parent left out of the scheduler's latest set stays usable this long
+    // (unless it fails): the set can change every second as upload load
+    // shifts, and pieces already flowing from it should not stop.
+    clock::time_point grace_until{};
+    bool usable(clock::time_point now) const { return active || now < grace_until; }
     clock::time_point busy_until{};
   };
 
@@ -202,6 +206,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->on_unreachable("scheduler " + self->s_.sched_.address(self->idx_) +
                            " did not answer AnnounceHost");
       co_return;
+    }
+    if (self->ever_decided_ && !(self->is_source_ && !self->done_)) {
+      // Re-registering after losing the scheduler: let the source come first.
+      auto later = sleep_for(self->ex_, self->s_.opts_.reregister_delay);
+      co_await std::move(later);
+      if (self->ended_ || self->fell_back_) co_return;
     }
     const auto gen = ++self->stream_gen_;
     std::weak_ptr<swarm_session> w = self;
@@ -274,7 +284,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     asio::co_spawn(ex_, reconnect(shared_from_this()), asio::detached);
   }
   static awaitable<void> reconnect(std::shared_ptr<swarm_session> self) {
-    auto pause = sleep_for(self->ex_, std::chrono::seconds(1));
+    // The source retries sooner: it should be back first (see reregister_delay).
+    const bool source = self->is_source_ && !self->done_;
+    auto pause = sleep_for(self->ex_, source ? std::chrono::milliseconds(250)
+                                             : std::chrono::milliseconds(1000));
     co_await std::move(pause);
     self->reconnecting_ = false;
     if (self->ended_ || self->fell_back_) co_return;
@@ -302,6 +315,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       case v1::Decision::kDigests:
         for (const auto& pd : d.digests().digests())
           if (pd.index() < count_ && digests_[pd.index()].empty()) digests_[pd.index()] = pd.sha256();
+        accept_parked();
         pump();
         break;
       case v1::Decision::kFromOrigin: {
@@ -319,17 +333,23 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       case v1::Decision::kStopFromOrigin:
         log()->info("task {}: stop reading origin: {}", short_id(), d.stop_from_origin().message());
         ++origin_gen_;
+        is_source_ = false;
         origin_list_.clear();
         origin_queue_.clear();
         pump();
         break;
       case v1::Decision::kParents: {
-        for (auto& [id, p] : parents_) p.active = false;
+        const auto now = clock::now();
+        for (auto& [id, p] : parents_) {
+          if (p.active) p.grace_until = now + std::chrono::seconds(5);
+          p.active = false;
+        }
         for (const auto& p : d.parents().parents()) {
           if (p.host_id() == s_.opts_.host_id || blocked_.contains(p.host_id())) continue;
           auto& ps = parents_[p.host_id()];
           ps.addr = p.addr();
           ps.active = true;
+          ps.source = p.source();
           if (!ps.have_version) {
             ps.has.assign(count_, false);
             const auto& bm = p.finished_bitmap();
@@ -364,7 +384,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
                                            "digest; retry the pull to start over");
         auto self = shared_from_this();
         fail(e);
-        asio::co_spawn(ex_, discard(self), asio::detached);
+        if (auto r = t_->handle_->discard(); !r)
+          log()->warn("task {}: discard: {}", short_id(), r.error().describe());
         break;
       }
       case v1::Abort::SHUTDOWN:
@@ -380,12 +401,6 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
                                                a.message() + ") and --no-back-to-source is set"));
         }
     }
-  }
-
-  static awaitable<void> discard(std::shared_ptr<swarm_session> self) {
-    co_await self->tm_.wait_idle(self->t_);
-    if (auto r = self->t_->handle_->discard(); !r)
-      log()->warn("task {}: discard: {}", self->short_id(), r.error().describe());
   }
 
   void fail(error e) {
@@ -525,7 +540,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
                        "blob " + t->digest_.str() + " from " + self->origin_.registry + "/" +
                            self->origin_.repository + ": content hashes to sha256:" + *got +
                            " (nothing was cached)"));
-      co_await tm.wait_idle(t);
+      // At once (see task_manager::download): a later request re-creates it.
       if (auto r = t->handle_->discard(); !r) log()->warn("discard: {}", r.error().describe());
       co_return;
     }
@@ -577,7 +592,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     auto alive = [&] {
       auto it = self->parents_.find(pid);
       return self->work_gen_ == gen && self->downloading() && it != self->parents_.end() &&
-             it->second.active && !self->blocked_.contains(pid);
+             it->second.usable(clock::now()) && !self->blocked_.contains(pid);
     };
     while (alive()) {
       auto& ps = self->parents_[pid];
@@ -621,25 +636,38 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     }
   }
 
+  // Pieces whose digest is still unknown are fetched too (verified when it
+  // arrives), but only a few at a time: they wait in memory.
   bool wanted(std::uint32_t n) const {
-    return !have_[n] && !digests_[n].empty() && !origin_list_.contains(n);
+    if (have_[n] || origin_list_.contains(n) || parked_.contains(n)) return false;
+    return !digests_[n].empty() || parked_.size() + total_in_flight_ < s_.opts_.max_in_flight;
   }
 
   std::pair<std::string, std::uint32_t> choose() {
     const auto now = clock::now();
+    std::size_t active = 0;
+    for (auto& [id, p] : parents_) active += p.usable(now) && !blocked_.contains(id);
+    // The source's upload is the swarm's scarcest resource (every byte enters
+    // through it): with other parents around, one request at a time to it, and
+    // only for pieces no other parent can give.
+    auto limit = [&](const parent_state& p) {
+      return p.source && active > 1 ? std::size_t{1} : s_.opts_.per_parent;
+    };
     auto usable = [&](const std::string& id, const parent_state& p) {
-      return p.active && !blocked_.contains(id) && p.in_flight < s_.opts_.per_parent &&
+      return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit(p) &&
              p.busy_until <= now;
     };
-    // Among parents holding n with a free slot, the least loaded.
+    // Among parents holding n with a free slot: not the source if possible,
+    // then the least loaded.
     auto holder = [&](std::uint32_t n, bool endgame) -> std::string {
       std::string best;
-      std::size_t load = SIZE_MAX;
+      std::pair<bool, std::size_t> load{true, SIZE_MAX};
       for (auto& [id, p] : parents_) {
         if (!usable(id, p) || n >= p.has.size() || !p.has[n]) continue;
         if (endgame && fetching_[n].contains(id)) continue;
-        if (p.in_flight < load) {
-          load = p.in_flight;
+        std::pair<bool, std::size_t> mine{p.source, p.in_flight};
+        if (mine < load) {
+          load = mine;
           best = id;
         }
       }
@@ -651,26 +679,32 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       if (!wanted(n) || in_flight_[n] > 0) continue;
       if (auto h = holder(n, false); !h.empty()) return {h, n};
     }
-    std::string best_parent;
-    std::uint32_t best = UINT32_MAX;
+    // Rarest first; among the rarest, a random one, so children fetching
+    // from the same parent at once rarely pick the same piece (what they
+    // fetch is not visible to each other until they hold it).
+    std::vector<std::pair<std::uint32_t, std::string>> rarest;
     std::size_t best_rarity = SIZE_MAX;
     bool missing_idle = false;  // a wanted piece nobody is fetching
-    for (std::uint32_t k = 0; k < count_; ++k) {
-      const std::uint32_t n = (k + rot_) % count_;
+    for (std::uint32_t n = 0; n < count_; ++n) {
       if (!wanted(n)) continue;
       if (in_flight_[n] > 0) continue;
       missing_idle = true;
       std::size_t rarity = 0;
       for (auto& [id, p] : parents_)
-        if (p.active && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++rarity;
-      if (rarity == 0 || rarity >= best_rarity) continue;
+        if (p.usable(now) && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++rarity;
+      if (rarity == 0 || rarity > best_rarity) continue;
       auto h = holder(n, false);
       if (h.empty()) continue;
-      best_rarity = rarity;
-      best = n;
-      best_parent = h;
+      if (rarity < best_rarity) {
+        best_rarity = rarity;
+        rarest.clear();
+      }
+      rarest.emplace_back(n, std::move(h));
     }
-    if (best != UINT32_MAX) return {best_parent, best};
+    if (!rarest.empty()) {
+      auto& pick = rarest[std::uniform_int_distribution<std::size_t>(0, rarest.size() - 1)(rng_)];
+      return {pick.second, pick.first};
+    }
     if (missing_idle) return {};
     // Endgame: every missing piece is in flight; duplicate one from another parent.
     for (std::uint32_t n = 0; n < count_; ++n) {
@@ -714,6 +748,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->piece_failed(n, pid, timed_out ? v1::PieceFailed::TIMEOUT : v1::PieceFailed::CONNECT,
                          r.error().message);
       ps.busy_until = clock::now() + std::chrono::seconds(1);
+      ps.grace_until = {};  // only the scheduler's set may bring it back
       self->pump();
       co_return;
     }
@@ -739,28 +774,59 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->pump();
       co_return;
     }
-    if (hex != self->digests_[n]) {
-      // Never trust the parent: drop the bytes, block it for this task.
-      self->piece_failed(n, pid, v1::PieceFailed::DIGEST_MISMATCH,
-                         "piece hashes to " + hex + ", scheduler says " + self->digests_[n]);
-      log()->warn("task {}: piece {} from parent {} ({}) failed verification; blocking it",
-                  self->short_id(), n, pid, addr);
-      self->blocked_.insert(pid);
+    if (self->digests_[n].empty()) {
+      // Fetched before the scheduler's digest arrived: verified once it does.
+      self->parked_[n] = parked_piece{std::move(body), std::move(hex), pid, start};
       self->pump();
       co_return;
     }
-    if (auto w = t->handle_->write(piece_offset(n, t->piece_length()),
-                                   std::span<const char>(body->data(), body->size()));
-        !w) {
-      self->fail(std::move(w).error());
-      co_return;
-    }
-    self->peer_bytes_ += size;
-    self->m().peer_bytes.with({pid}).inc(static_cast<double>(size));
-    self->m().fetch_seconds.observe(
-        std::chrono::duration<double>(clock::now() - start).count());
-    self->on_piece_written(n, hex, pid);
+    self->accept(n, parked_piece{std::move(body), std::move(hex), pid, start});
     self->pump();
+  }
+
+  struct parked_piece {
+    std::shared_ptr<const std::string> body;
+    std::string sha256;
+    std::string parent;
+    clock::time_point start;
+  };
+
+  // Verifies a piece from a parent against the scheduler's digest (never
+  // against anything the parent says), then writes it.
+  void accept(std::uint32_t n, parked_piece p) {
+    if (have_[n] || !downloading()) return;
+    if (p.sha256 != digests_[n]) {
+      // Never trust the parent: drop the bytes, block it for this task.
+      piece_failed(n, p.parent, v1::PieceFailed::DIGEST_MISMATCH,
+                   "piece hashes to " + p.sha256 + ", scheduler says " + digests_[n]);
+      log()->warn("task {}: piece {} from parent {} failed verification; blocking it",
+                  short_id(), n, p.parent);
+      blocked_.insert(p.parent);
+      return;
+    }
+    if (auto w = t_->handle_->write(piece_offset(n, t_->piece_length()),
+                                    std::span<const char>(p.body->data(), p.body->size()));
+        !w) {
+      fail(std::move(w).error());
+      return;
+    }
+    peer_bytes_ += p.body->size();
+    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size()));
+    m().fetch_seconds.observe(std::chrono::duration<double>(clock::now() - p.start).count());
+    on_piece_written(n, p.sha256, p.parent);
+  }
+
+  void accept_parked() {
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      if (digests_[it->first].empty()) {
+        ++it;
+        continue;
+      }
+      auto n = it->first;
+      auto p = std::move(it->second);
+      it = parked_.erase(it);
+      accept(n, std::move(p));
+    }
   }
 
   swarm& s_;
@@ -779,9 +845,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   std::set<std::uint32_t> origin_list_;
   std::deque<std::pair<std::uint32_t, std::uint32_t>> origin_queue_;
   std::optional<pending_piece> tail_pending_;
+  std::map<std::uint32_t, parked_piece> parked_;  // fetched, waiting for the digest
   std::shared_ptr<peer_stream> stream_;
   std::size_t idx_ = 0;
-  std::uint32_t rot_ = 0;
+  std::mt19937 rng_;
   std::uint64_t stream_gen_ = 0;
   std::uint64_t work_gen_ = 0;
   std::uint64_t origin_gen_ = 0;

@@ -29,8 +29,14 @@ struct swarm_options {
   bool back_to_source = true;         // false: never read origin unless elected by the scheduler
   std::size_t max_in_flight = 4;      // piece requests per task, spread across parents
   std::size_t per_parent = 2;         // piece requests per parent
-  std::size_t origin_streams = 3;     // parallel Range GETs for the source
-  std::uint32_t origin_run_pieces = 8;  // pieces per origin Range GET at most
+  std::size_t origin_streams = 2;     // parallel Range GETs for the source
+  // Pieces per origin Range GET at most: short runs keep what a dying source
+  // leaves in socket buffers (read by the registry, never used) small.
+  std::uint32_t origin_run_pieces = 1;
+  // A peer that was not the source re-registers this much later after losing
+  // the scheduler, so the old source registers first and is re-elected
+  // (otherwise the first child to come back would read origin again).
+  std::chrono::milliseconds reregister_delay{750};
   std::chrono::seconds piece_timeout{60};
   std::chrono::seconds bitmap_poll{25};  // client side timeout of a /bitmap long-poll
 };

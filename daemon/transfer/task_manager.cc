@@ -309,7 +309,10 @@ awaitable<void> task_manager::download(std::shared_ptr<task> t, source::request_
                                        " (the registry served corrupt data; nothing was cached)");
     log()->error("task {}: {}", t->digest_.hex.substr(0, 12), e.message);
     finish(t, e);
-    co_await wait_idle(t);
+    // Discard at once, before a new request can re-create the task: waiting
+    // for a running fdatasync first let a late discard delete the next,
+    // good download. A group commit still running fails harmlessly (its
+    // result is dropped: the task is no longer downloading).
     if (auto r = t->handle_->discard(); !r) log()->warn("discard: {}", r.error().describe());
     co_return;
   }
