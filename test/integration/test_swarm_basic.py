@@ -45,6 +45,9 @@ def test_three_daemons_read_the_registry_once(registry, scheduler_factory, shoal
     assert origin <= 1.01 * size, f"registry served {origin} bytes for a {size}-byte blob"
     # everyone but the source got (almost) everything from peers
     assert sum(1 for p in peer if p >= 0.9 * size) >= 2, peer
+    # graceful shutdown (LeaveHost, streams closed) exits 0
+    for d in daemons:
+        assert d.stop() == 0, d.name
 
 
 def test_piece_server_endpoints(registry, scheduler_factory, shoald_factory, test_dir):
