@@ -67,11 +67,20 @@ def output_root() -> Path:
     return Path("/tmp") / f"shoal-test-output-{os.getuid()}"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 (bind port 0, read it, close), never one
+    this process handed out before (the kernel may offer the same port to two
+    calls in a row, e.g. a daemon's mirror and peer ports)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def sha256_bytes(data: bytes) -> str:
