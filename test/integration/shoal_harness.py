@@ -391,6 +391,7 @@ def wait_http_ok(host: str, port: int, path: str, timeout: float = 30.0,
 # --------------------------------------------------------------------------
 
 BLOB_URI_RE = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/?]+)(?:\?.*)?$")
+PIECE_URI_RE = re.compile(r"^/v1/tasks/[0-9a-f]{64}/pieces/\d+$")
 MANIFEST_URI_RE = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/?]+)(?:\?.*)?$")
 
 
@@ -1188,6 +1189,8 @@ class CorruptingProxy:
         self.upstream = (upstream_host, upstream_port)
         self.corrupt = False
         self.digests: set[str] = set()
+        # flip a byte in every piece a daemon's piece server sends through us
+        self.corrupt_pieces = False
         self.requests: list[tuple[str, str, str | None, int]] = []
         self.corrupted_responses = 0
         self._lock = threading.Lock()
@@ -1234,6 +1237,11 @@ class CorruptingProxy:
                     up.close()
                     return
                 flip_at = None
+                if (proxy.corrupt_pieces and self.command == "GET" and r.status == 200
+                        and PIECE_URI_RE.match(urllib.parse.urlsplit(self.path).path)):
+                    flip_at = int(r.getheader("Content-Length")) // 2
+                    with proxy._lock:
+                        proxy.corrupted_responses += 1
                 m = BLOB_URI_RE.match(urllib.parse.urlsplit(self.path).path)
                 if (proxy.corrupt and self.command == "GET" and m and r.status in (200, 206)
                         and (not proxy.digests or m.group("digest") in proxy.digests)):

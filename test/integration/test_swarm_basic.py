@@ -100,3 +100,31 @@ def test_unreachable_scheduler_falls_back_to_origin(registry, shoald_factory, te
     assert not (r.complete and r.digest == digest), "served without scheduler or origin"
     registry.settle()
     assert registry.blob_body_bytes(digest, since=mark) == 0
+
+
+def test_lying_parent_is_blocked(registry, scheduler_factory, shoald_factory, proxy_factory,
+                                 test_dir):
+    """A parent whose piece server sends corrupted bytes: the child verifies
+    against the scheduler's digests, drops them, blocks that parent and gets
+    the right blob from the honest one."""
+    size = 48 * h.MiB
+    digest, _ = registry.push_random_blob("models/liar", size, test_dir)
+    mark = registry.log_mark()
+    sched = scheduler_factory()
+    common = dict(insecure=[registry.hostport], default_registry=registry.hostport)
+    honest = shoald_factory(name="honest", extra_args=h.swarm_args(sched), **common)
+    assert honest.get_blob("models/liar", digest).digest == digest
+    liar = shoald_factory(name="liar", start=False, **common)
+    proxy = proxy_factory("127.0.0.1", liar.peer_port)
+    proxy.corrupt_pieces = True
+    liar.extra_args = h.swarm_args(sched, ["--advertise-addr", proxy.hostport])
+    liar.start()
+    assert liar.get_blob("models/liar", digest).digest == digest  # from the honest one
+    child = shoald_factory(name="child", extra_args=h.swarm_args(sched), **common)
+    r = child.get_blob("models/liar", digest, timeout=120)
+    assert r.status == 200 and r.complete and r.digest == digest, (r.error, child.log_tail())
+    m = child.metrics()
+    assert proxy.corrupted_responses >= 1, "the child never asked the lying parent"
+    assert h.metric_with_labels(m, "shoal_piece_failures_total", reason="digest_mismatch") >= 1
+    registry.settle()
+    assert registry.blob_body_bytes(digest, since=mark) <= 1.01 * size
