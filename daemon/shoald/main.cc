@@ -5,20 +5,28 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <sys/statvfs.h>
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "common/config.h"
 #include "common/http.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/sha256.h"
 #include "common/units.h"
 #include "daemon/mirror/mirror.h"
 #include "daemon/source/registry_client.h"
 #include "daemon/storage/store.h"
+#include "daemon/transfer/scheduler_client.h"
+#include "daemon/transfer/swarm.h"
 #include "daemon/transfer/task_manager.h"
+#include "daemon/upload/piece_server.h"
 
 namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
@@ -36,6 +44,14 @@ struct flags {
   std::string gc_high = "90%";
   std::string gc_low = "80%";
   std::string download_rate_limit = "0";
+  std::vector<std::string> schedulers;
+  std::string advertise_addr;
+  std::string host_id;
+  std::string zone;
+  bool seed = false;
+  std::string upload_rate_limit = "0";
+  std::uint32_t upload_slots = 8;
+  bool no_back_to_source = false;
   std::string log_level = "info";
 };
 
@@ -103,6 +119,27 @@ int main(int argc, char** argv) {
   app.add_option("--download-rate-limit", f.download_rate_limit,
                  "Bytes per second for downloads (e.g. 25MiB); 0 = unlimited")
       ->capture_default_str();
+  app.add_option("--scheduler", f.schedulers,
+                 "shoal-scheduler ADDR[,ADDR...] (HOST:PORT): join the swarm. Each task goes to "
+                 "one of them by rendezvous hash of its id; the host announces to all")
+      ->delimiter(',');
+  app.add_option("--advertise-addr", f.advertise_addr,
+                 "HOST:PORT other daemons use to reach this piece server (default: "
+                 "--peer-listen unless it binds 0.0.0.0)");
+  app.add_option("--host-id", f.host_id,
+                 "This host's id in the swarm (default: hostname + hash of --data-dir)");
+  app.add_option("--zone", f.zone, "Zone or rack label (parents in the same zone are preferred)");
+  app.add_flag("--seed", f.seed, "This host is a seed peer (preferred source and parent)");
+  app.add_option("--upload-rate-limit", f.upload_rate_limit,
+                 "Bytes per second for uploads to other daemons (e.g. 25MiB); 0 = unlimited")
+      ->capture_default_str();
+  app.add_option("--upload-slots", f.upload_slots,
+                 "Concurrent piece uploads; more requests get 503 at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_flag("--no-back-to-source", f.no_back_to_source,
+               "Never read the registry unless the scheduler elects this host as the source "
+               "(a download fails when the scheduler cannot be reached)");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   try {
@@ -123,8 +160,31 @@ int main(int argc, char** argv) {
   if (!mirror_ep) return fail("--mirror-listen: " + mirror_ep.error().message);
   auto admin_ep = shoal::http::parse_endpoint(f.admin_listen);
   if (!admin_ep) return fail("--admin-listen: " + admin_ep.error().message);
-  if (auto peer = shoal::http::parse_endpoint(f.peer_listen); !peer)
-    return fail("--peer-listen: " + peer.error().message);
+  auto peer_ep = shoal::http::parse_endpoint(f.peer_listen);
+  if (!peer_ep) return fail("--peer-listen: " + peer_ep.error().message);
+  auto up_rate = shoal::parse_bytes(f.upload_rate_limit);
+  if (!up_rate) return fail("--upload-rate-limit: " + up_rate.error().message);
+  const bool swarm_mode = !f.schedulers.empty();
+  if (swarm_mode) {
+    for (const auto& a : f.schedulers)
+      if (auto ep = shoal::http::parse_endpoint(a); !ep || a.empty())
+        return fail("--scheduler: '" + a + "' is not HOST:PORT");
+    if (f.advertise_addr.empty()) {
+      if (peer_ep->address().is_unspecified())
+        return fail("--advertise-addr is needed with --scheduler when --peer-listen binds " +
+                    f.peer_listen + " (other daemons need an address they can reach)");
+      f.advertise_addr = f.peer_listen;
+    } else if (auto ep = shoal::http::parse_endpoint(f.advertise_addr); !ep) {
+      return fail("--advertise-addr: " + ep.error().message);
+    }
+    if (f.host_id.empty()) {
+      char name[256] = {};
+      gethostname(name, sizeof(name) - 1);
+      std::error_code ec;
+      auto abs = std::filesystem::absolute(f.data_dir, ec).lexically_normal().string();
+      f.host_id = std::string(name) + "-" + shoal::sha256_hex(abs).substr(0, 8);
+    }
+  }
 
   shoal::storage::options sopts;
   sopts.data_dir = f.data_dir;
@@ -146,7 +206,57 @@ int main(int argc, char** argv) {
     shoal::source::registry_client origin(io.get_executor(), src_opts);
     shoal::transfer::options topts;
     topts.download_rate_limit = *rate;
+    if (swarm_mode) {
+      // Children verify pieces against the source's digests; sooner commits
+      // mean sooner PieceFinished reports, so children can start earlier.
+      topts.piece_digests = true;
+      topts.commit_interval = std::chrono::milliseconds(50);
+    }
     shoal::transfer::task_manager tasks(io.get_executor(), **store, origin, reg, topts);
+    shoal::upload::options uopts;
+    uopts.rate_limit = *up_rate;
+    uopts.slots = f.upload_slots;
+    std::optional<shoal::upload::piece_server> pieces;
+    std::optional<shoal::http::server> peer_srv;
+    std::optional<shoal::transfer::scheduler_client> sched;
+    std::optional<shoal::transfer::swarm> swarm;
+    if (swarm_mode) {
+      pieces.emplace(tasks, reg, uopts);
+      peer_srv.emplace(io.get_executor(), "peer");
+      if (auto r = peer_srv->listen(*peer_ep, "--peer-listen"); !r) return fail(r.error().message);
+      peer_srv->start([&pieces](shoal::http::request req, boost::beast::tcp_stream& s) {
+        return pieces->handle(std::move(req), s);
+      });
+      char hostname[256] = {};
+      gethostname(hostname, sizeof(hostname) - 1);
+      auto host_info = [&, hostname = std::string(hostname)] {
+        shoal::v1::Host h;
+        h.set_id(f.host_id);
+        h.set_hostname(hostname);
+        h.set_peer_addr(f.advertise_addr);
+        h.set_zone(f.zone);
+        h.set_seed(f.seed);
+        h.set_upload_rate_limit(*up_rate);
+        h.set_download_rate_limit(*rate);
+        h.set_upload_slots(pieces->slots());
+        h.set_upload_slots_in_use(pieces->slots_in_use());
+        h.set_upload_rate(pieces->recent_rate());
+        struct statvfs vfs {};
+        if (statvfs(f.data_dir.c_str(), &vfs) == 0) {
+          h.set_disk_total_bytes(std::uint64_t{vfs.f_blocks} * vfs.f_frsize);
+          h.set_disk_free_bytes(std::uint64_t{vfs.f_bavail} * vfs.f_frsize);
+        }
+        h.set_cache_bytes((*store)->disk_usage());
+        h.set_version("0.1");
+        return h;
+      };
+      sched.emplace(io.get_executor(), f.schedulers, host_info);
+      shoal::transfer::swarm_options wopts;
+      wopts.host_id = f.host_id;
+      wopts.back_to_source = !f.no_back_to_source;
+      swarm.emplace(tasks, *sched, reg, wopts);
+      sched->start();
+    }
     shoal::mirror::options mopts;
     mopts.default_registry = f.default_registry;
     shoal::mirror::mirror mirror(origin, tasks, **store, reg, mopts);
@@ -170,6 +280,9 @@ int main(int argc, char** argv) {
       ready = false;
       mirror_srv.stop();
       admin_srv.stop();
+      if (peer_srv) peer_srv->stop();
+      if (swarm) swarm->stop();
+      if (sched) sched->stop();
       tasks.stop();
       // Let cancelled coroutines unwind, then stop the loop.
       asio::post(io, [&io] { io.stop(); });
@@ -177,7 +290,11 @@ int main(int argc, char** argv) {
     ready = true;
     log->info("shoald ready: mirror {} admin {} data {} default registry '{}'",
               f.mirror_listen, f.admin_listen, f.data_dir, f.default_registry);
+    if (swarm_mode)
+      log->info("swarm: host {} peer server {} (advertised {}), {} scheduler(s)", f.host_id,
+                f.peer_listen, f.advertise_addr, f.schedulers.size());
     io.run();
+    if (sched) sched->leave_blocking();
   }
   log->info("shoald stopped");
   return 0;

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/piece.h"
 #include "common/units.h"
+#include "daemon/transfer/swarm.h"
 
 namespace shoal::transfer {
 
@@ -23,13 +24,16 @@ auto log() { return logger("transfer"); }
 // page cache if asked (the piece digests the swarm verifies against; empty
 // otherwise), then fdatasyncs the file so the pieces can be recorded finished.
 awaitable<result<std::vector<std::string>>> hash_and_sync(
-    std::shared_ptr<storage::task_handle> h, std::vector<std::uint32_t> pieces, bool hash_pieces) {
+    std::shared_ptr<storage::task_handle> h, std::vector<pending_piece> pieces, bool hash_pieces) {
   const auto& meta = h->meta();
-  std::vector<std::string> hexes(pieces.size());
-  if (hash_pieces) hexes.clear();
+  std::vector<std::string> hexes;
   std::vector<char> buf(hash_pieces ? 1 << 20 : 0);
-  for (auto n : pieces) {
-    if (!hash_pieces) break;
+  for (const auto& p : pieces) {
+    const auto n = p.index;
+    if (!hash_pieces || !p.sha256.empty()) {
+      hexes.push_back(p.sha256);  // already verified against the scheduler's digest
+      continue;
+    }
     sha256 hash;
     std::uint64_t off = piece_offset(n, meta.piece_length);
     std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
@@ -63,14 +67,48 @@ task::task(asio::any_io_executor ex, digest d, std::shared_ptr<storage::task_han
       readable_(handle_->finished()),
       changed_(ex, asio::steady_timer::time_point::max()) {
   if (handle_->complete()) state_ = state::complete;
+  version_ = state_ == state::complete
+                 ? handle_->meta().piece_count
+                 : static_cast<std::uint64_t>(std::count(readable_.begin(), readable_.end(), true));
 }
 
-void task::notify() { changed_.cancel(); }
+void task::notify() {
+  changed_.cancel();
+  for (auto* w : watchers_) w->cancel();
+}
+
+void task::set_readable(std::uint32_t n) {
+  if (n < readable_.size() && !readable_[n]) {
+    readable_[n] = true;
+    ++version_;
+  }
+  notify();
+}
+
+std::string task::bitmap() const {
+  const std::uint32_t count = piece_count();
+  std::string out((count + 7) / 8, '\0');
+  for (std::uint32_t i = 0; i < count; ++i)
+    if (readable(i)) out[i / 8] = static_cast<char>(out[i / 8] | (1u << (i % 8)));
+  return out;
+}
+
+awaitable<void> task::wait_change(std::chrono::steady_clock::time_point deadline) {
+  asio::steady_timer timer(changed_.get_executor(), deadline);
+  watchers_.push_back(&timer);
+  auto [ec] = co_await timer.async_wait(asio::as_tuple(use_awaitable));
+  (void)ec;  // cancelled = changed; expired = deadline
+  std::erase(watchers_, &timer);
+}
 
 awaitable<result<void>> task::wait_piece(std::uint32_t n) {
   for (;;) {
     if (state_ == state::complete || (n < readable_.size() && readable_[n])) co_return ok();
     if (state_ == state::failed) co_return *error_;
+    if (reader_next_ != n) {
+      reader_next_ = n;
+      if (on_reader_wait_) on_reader_wait_();
+    }
     auto [ec] = co_await changed_.async_wait(asio::as_tuple(use_awaitable));
     (void)ec;  // cancelled = something changed; re-check
   }
@@ -107,6 +145,24 @@ result<std::shared_ptr<task>> task_manager::acquire(const digest& d, std::uint64
     *hit = false;
     return it->second;
   }
+  return start_task(d, content_length, origin, hit);
+}
+
+std::shared_ptr<task> task_manager::find(const std::string& hex) {
+  if (auto it = downloading_.find(hex); it != downloading_.end()) return it->second;
+  auto meta = store_.find(hex);
+  if (!meta || !meta->complete) return nullptr;
+  auto h = store_.open_existing(hex);
+  if (!h) return nullptr;
+  auto d = parse_digest("sha256:" + hex);
+  if (!d) return nullptr;
+  return std::make_shared<task>(ex_, *d, std::move(*h));
+}
+
+result<std::shared_ptr<task>> task_manager::start_task(const digest& d,
+                                                       std::uint64_t content_length,
+                                                       const source::request_target& origin,
+                                                       bool* hit) {
   if (auto meta = store_.find(d.hex); meta && meta->complete) {
     // Content addressed: a verified copy cannot have another length, so the
     // upstream's answer is wrong; do not send a body that contradicts it.
@@ -126,7 +182,10 @@ result<std::shared_ptr<task>> task_manager::acquire(const digest& d, std::uint64
   auto t = std::make_shared<task>(ex_, d, std::move(*h));
   downloading_[d.hex] = t;
   metrics_.tasks_active.set(static_cast<double>(downloading_.size()));
-  asio::co_spawn(ex_, download(t, origin), asio::detached);
+  if (swarm_)
+    swarm_->start(t, origin);
+  else
+    asio::co_spawn(ex_, download(t, origin), asio::detached);
   return t;
 }
 
@@ -143,8 +202,8 @@ void task_manager::finish(const std::shared_ptr<task>& t, std::optional<error> e
   t->notify();
 }
 
-void task_manager::commit(const std::shared_ptr<task>& t, std::uint32_t n) {
-  t->unsynced_.push_back(n);
+void task_manager::commit(const std::shared_ptr<task>& t, pending_piece p) {
+  t->unsynced_.push_back(std::move(p));
   if (!t->syncing_) {
     t->syncing_ = true;
     asio::co_spawn(ex_, sync_loop(t), asio::detached);
@@ -175,10 +234,14 @@ awaitable<void> task_manager::sync_loop(std::shared_ptr<task> t) {
       break;
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (auto r = t->handle_->mark_piece_finished(batch[i], (*hexes)[i]); !r) {
+      if (auto r = t->handle_->mark_piece_finished(batch[i].index, (*hexes)[i]); !r) {
         finish(t, std::move(r).error());
         break;
       }
+      batch[i].sha256 = (*hexes)[i];
+      log()->trace("task {}: piece {} recorded (hook {})", t->digest_.hex.substr(0, 12),
+                   batch[i].index, bool(t->on_durable_));
+      if (t->on_durable_) t->on_durable_(batch[i]);
     }
   }
   t->syncing_ = false;
@@ -231,7 +294,7 @@ awaitable<void> task_manager::download(std::shared_ptr<task> t, source::request_
     }
     std::uint32_t last = n;
     while (last + 1 < count && !t->handle_->piece_finished(last + 1)) ++last;
-    auto r = co_await fetch_run(t, origin, n, last, whole);
+    auto r = co_await fetch_run(t, origin, n, last, &whole);
     if (!r) {
       metrics_.origin_failures.inc();
       log()->error("task {}: origin download failed: {}", t->digest_.hex.substr(0, 12),
@@ -250,21 +313,23 @@ awaitable<void> task_manager::download(std::shared_ptr<task> t, source::request_
                                        " (the registry served corrupt data; nothing was cached)");
     log()->error("task {}: {}", t->digest_.hex.substr(0, 12), e.message);
     finish(t, e);
-    co_await wait_idle(t);
+    // Discard at once, before a new request can re-create the task: waiting
+    // for a running fdatasync first let a late discard delete the next,
+    // good download. A group commit still running fails harmlessly (its
+    // result is dropped: the task is no longer downloading).
     if (auto r = t->handle_->discard(); !r) log()->warn("discard: {}", r.error().describe());
     co_return;
   }
   // The last piece was held back until the digest matched: readers may have
   // it now; then make everything durable and seal the task.
   const std::uint32_t tail = count - 1;
-  t->readable_[tail] = true;
-  t->notify();
+  t->set_readable(tail);
   if (auto r = co_await drain(t); !r) {
     finish(t, std::move(r).error());
     co_return;
   }
   if (!t->handle_->piece_finished(tail)) {
-    std::vector<std::uint32_t> last(1, tail);
+    std::vector<pending_piece> last(1, pending_piece{tail, {}, {}});
     auto hexes = co_await asio::co_spawn(blocking_.get_executor(),
                                          hash_and_sync(t->handle_, std::move(last), opts_.piece_digests),
                                          use_awaitable);
@@ -295,7 +360,8 @@ awaitable<void> task_manager::wait_idle(std::shared_ptr<task> t) {
 awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
                                                 source::request_target origin,
                                                 std::uint32_t first, std::uint32_t last,
-                                                sha256& whole) {
+                                                sha256* whole, std::function<bool()> cancelled,
+                                                std::function<void(std::uint32_t)> on_piece) {
   const auto& meta = t->handle_->meta();
   const std::uint64_t begin = piece_offset(first, meta.piece_length);
   const std::uint64_t end = piece_offset(last, meta.piece_length) +
@@ -308,7 +374,7 @@ awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
     std::uint64_t off = piece_offset(n, meta.piece_length);
     std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
     while (left > 0) {
-      if (stopped_ || t->state_ != task::state::downloading)
+      if (stopped_ || t->state_ != task::state::downloading || (cancelled && cancelled()))
         co_return error(errc::cancelled, "download of " + t->digest_.str() + " stopped");
       // Fill a whole chunk before writing and hashing: sockets hand out a few
       // KiB at a time, and per-call costs dominate at GiB/s.
@@ -328,17 +394,18 @@ awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
       }
       std::span<const char> data(buf.data(), filled);
       if (auto w = t->handle_->write(off, data); !w) co_return std::move(w).error();
-      whole.update(data);
+      if (whole) whole->update(data);
       metrics_.source_bytes.inc(static_cast<double>(filled));
       off += filled;
       left -= filled;
     }
-    if (n + 1 < meta.piece_count) {  // the last piece is held back until the blob verifies
+    if (on_piece) {
+      on_piece(n);
+    } else if (n + 1 < meta.piece_count) {  // the last piece is held back until the blob verifies
       // Readers may stream the piece from the page cache now; it is recorded
       // finished (for crash recovery) only once fdatasync made it durable.
-      t->readable_[n] = true;
-      t->notify();
-      commit(t, n);
+      t->set_readable(n);
+      commit(t, pending_piece{n, {}, {}});
     }
   }
   co_return ok();

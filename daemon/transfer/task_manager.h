@@ -1,7 +1,8 @@
 #pragma once
 // The task manager: one in-flight download per task (blob), shared by every
-// local reader. For now every task is fetched from origin (the registry); the
-// swarm (scheduler, parents) plugs in here next.
+// local reader. Without a swarm every task is fetched from origin (the
+// registry); with one (set_swarm), the swarm session decides where pieces
+// come from (daemon/transfer/swarm.h).
 //
 // A task moves: downloading -> complete | failed. Pieces are written to the
 // piece cache as they arrive and readers stream them from the page cache at
@@ -18,6 +19,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -55,6 +57,16 @@ struct metrics_set {
 };
 
 class task_manager;
+class swarm;
+class swarm_session;
+
+// A written piece waiting for the group commit. `sha256` is already known for
+// pieces verified against the scheduler's digest (empty: hash it when asked).
+struct pending_piece {
+  std::uint32_t index = 0;
+  std::string sha256;
+  std::string parent;  // host id it came from; empty = origin
+};
 
 class task : public std::enable_shared_from_this<task> {
  public:
@@ -72,6 +84,14 @@ class task : public std::enable_shared_from_this<task> {
   bool readable(std::uint32_t n) const {
     return state_ == state::complete || (n < readable_.size() && readable_[n]);
   }
+  // Version of the readable-piece bitmap: the number of readable pieces
+  // (the piece server's /bitmap long-poll waits for it to change).
+  std::uint64_t version() const { return version_; }
+  // Readable pieces, bit i = bit (i % 8) of byte (i / 8), LSB first.
+  std::string bitmap() const;
+  // Waits until something changes (a piece, the state) or the deadline.
+  boost::asio::awaitable<void> wait_change(std::chrono::steady_clock::time_point deadline);
+  std::uint32_t piece_count() const { return handle_->meta().piece_count; }
   // pread from the content file.
   result<std::size_t> read(std::uint64_t offset, std::span<char> out) const;
   // The content file, for sendfile; valid while the task is held.
@@ -79,14 +99,25 @@ class task : public std::enable_shared_from_this<task> {
 
  private:
   friend class task_manager;
+  friend class swarm;
+  friend class swarm_session;
   void notify();
+  // Marks piece n readable (idempotent) and wakes waiters.
+  void set_readable(std::uint32_t n);
 
   digest digest_;
   std::shared_ptr<storage::task_handle> handle_;
   state state_ = state::downloading;
   std::optional<error> error_;
   std::vector<bool> readable_;
-  std::vector<std::uint32_t> unsynced_;  // written, not yet durable
+  std::vector<pending_piece> unsynced_;  // written, not yet durable
+  std::uint64_t version_ = 0;
+  // Lowest piece a local reader waits for (the swarm fetches it first).
+  std::uint32_t reader_next_ = UINT32_MAX;
+  std::vector<boost::asio::steady_timer*> watchers_;  // wait_change() timers
+  // Called on the I/O thread once a piece is durable and recorded (swarm: PieceFinished).
+  std::function<void(const pending_piece&)> on_durable_;
+  std::function<void()> on_reader_wait_;  // a reader started waiting for reader_next_
   bool syncing_ = false;
   bool draining_ = false;                           // commit at once from now on
   boost::asio::steady_timer* commit_wait_ = nullptr;  // the group commit's pause, if waiting
@@ -104,20 +135,35 @@ class task_manager {
   // download started. `hit` tells whether the cache already had it complete.
   result<std::shared_ptr<task>> acquire(const digest& d, std::uint64_t content_length,
                                         const source::request_target& origin, bool* hit);
+  // The task if it is downloading or complete in the cache (for the piece
+  // server); nullptr otherwise. Never starts a download.
+  std::shared_ptr<task> find(const std::string& hex);
+  // Routes new downloads through the swarm (nullptr: origin only).
+  void set_swarm(swarm* s) { swarm_ = s; }
+  const options& opts() const { return opts_; }
+  rate_limiter& download_limit() { return download_limit_; }
+  metrics_set& metrics() { return metrics_; }
+  boost::asio::any_io_executor executor() const { return ex_; }
   // Number of tasks downloading now.
   std::size_t active() const;
   // Stops downloads (shutdown); readers get errc::cancelled.
   void stop();
 
  private:
+  friend class swarm;
+  friend class swarm_session;
+  result<std::shared_ptr<task>> start_task(const digest& d, std::uint64_t content_length,
+                                           const source::request_target& origin, bool* hit);
   boost::asio::awaitable<void> download(std::shared_ptr<task> t, source::request_target origin);
   boost::asio::awaitable<result<void>> fetch_run(std::shared_ptr<task> t,
                                                  source::request_target origin,
                                                  std::uint32_t first, std::uint32_t last,
-                                                 sha256& whole);
+                                                 sha256* whole,
+                                                 std::function<bool()> cancelled = nullptr,
+                                                 std::function<void(std::uint32_t)> on_piece = nullptr);
   // Queues a written piece for the group commit (hash and fdatasync on the
   // blocking pool, then record it finished).
-  void commit(const std::shared_ptr<task>& t, std::uint32_t n);
+  void commit(const std::shared_ptr<task>& t, pending_piece p);
   boost::asio::awaitable<void> sync_loop(std::shared_ptr<task> t);
   // Waits until every queued piece is durable and recorded.
   boost::asio::awaitable<result<void>> drain(std::shared_ptr<task> t);
@@ -133,6 +179,7 @@ class task_manager {
   rate_limiter download_limit_;
   boost::asio::thread_pool blocking_{2};
   std::map<std::string, std::shared_ptr<task>> downloading_;
+  swarm* swarm_ = nullptr;
   bool stopped_ = false;
 };
 

@@ -130,6 +130,26 @@ def shoald_factory(test_dir):
 
 
 @pytest.fixture
+def scheduler_factory(test_dir):
+    """make(**Scheduler kwargs) → a started shoal-scheduler (start=False to defer)."""
+    started: list[h.Scheduler] = []
+
+    def make(start=True, **kw) -> h.Scheduler:
+        if not h.scheduler_binary().exists():
+            pytest.fail(f"shoal-scheduler binary not found at {h.scheduler_binary()}")
+        s = h.Scheduler(test_dir, **kw)
+        started.append(s)
+        if start:
+            s.start()
+        return s
+    try:
+        yield make
+    finally:
+        for s in started:
+            s.kill9()
+
+
+@pytest.fixture
 def containerd_factory(test_dir):
     started: list[h.Containerd] = []
 

@@ -67,11 +67,20 @@ def output_root() -> Path:
     return Path("/tmp") / f"shoal-test-output-{os.getuid()}"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 (bind port 0, read it, close), never one
+    this process handed out before (the kernel may offer the same port to two
+    calls in a row, e.g. a daemon's mirror and peer ports)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -382,6 +391,7 @@ def wait_http_ok(host: str, port: int, path: str, timeout: float = 30.0,
 # --------------------------------------------------------------------------
 
 BLOB_URI_RE = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/?]+)(?:\?.*)?$")
+PIECE_URI_RE = re.compile(r"^/v1/tasks/[0-9a-f]{64}/pieces/\d+$")
 MANIFEST_URI_RE = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/?]+)(?:\?.*)?$")
 
 
@@ -930,7 +940,7 @@ class Shoald:
              "--admin-listen", f"127.0.0.1:{self.admin_port}",
              "--peer-listen", f"127.0.0.1:{self.peer_port}",
              "--api-socket", str(self.api_socket),
-             "--log-level", "debug"]
+             "--log-level", os.environ.get("SHOAL_LOG_LEVEL", "debug")]
         for r in self.insecure:
             a += ["--insecure-registry", r]
         if self.default_registry:
@@ -1204,6 +1214,8 @@ class CorruptingProxy(_LoopbackServer):
         self.upstream = (upstream_host, upstream_port)
         self.corrupt = False
         self.digests: set[str] = set()
+        # flip a byte in every piece a daemon's piece server sends through us
+        self.corrupt_pieces = False
         self.requests: list[tuple[str, str, str | None, int]] = []
         self.corrupted_responses = 0
         self._lock = threading.Lock()
@@ -1250,6 +1262,11 @@ class CorruptingProxy(_LoopbackServer):
                     up.close()
                     return
                 flip_at = None
+                if (proxy.corrupt_pieces and self.command == "GET" and r.status == 200
+                        and PIECE_URI_RE.match(urllib.parse.urlsplit(self.path).path)):
+                    flip_at = int(r.getheader("Content-Length")) // 2
+                    with proxy._lock:
+                        proxy.corrupted_responses += 1
                 m = BLOB_URI_RE.match(urllib.parse.urlsplit(self.path).path)
                 if (proxy.corrupt and self.command == "GET" and m and r.status in (200, 206)
                         and (not proxy.digests or m.group("digest") in proxy.digests)):
@@ -1343,3 +1360,83 @@ class FakeUpstream(_LoopbackServer):
             do_GET = do_HEAD = _serve
 
         self._serve(Handler)
+
+
+# --------------------------------------------------------------------------
+# shoal-scheduler and swarms
+# --------------------------------------------------------------------------
+
+
+def scheduler_binary() -> Path:
+    env = os.environ.get("SHOAL_SCHEDULER_BIN")
+    if env:
+        return Path(env)
+    return build_dir() / "scheduler" / "shoal-scheduler"
+
+
+class Scheduler:
+    """One shoal-scheduler on 127.0.0.1:<free ports>; restartable on the same ports."""
+
+    def __init__(self, workdir: Path, name: str = "scheduler",
+                 extra_args: list[str] | None = None):
+        self.name = name
+        self.workdir = Path(workdir) / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.http_port = free_port()
+        self.extra_args = list(extra_args or [])
+        self.proc: Proc | None = None
+        self.starts = 0
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "Scheduler":
+        if not scheduler_binary().exists():
+            raise FileNotFoundError(f"shoal-scheduler not built: {scheduler_binary()}")
+        self.starts += 1
+        argv = [str(scheduler_binary()), "--listen", self.addr,
+                "--http-listen", f"127.0.0.1:{self.http_port}",
+                "--log-level", os.environ.get("SHOAL_LOG_LEVEL", "debug")] + self.extra_args
+        self.proc = Proc(self.name, argv, self.workdir / f"{self.name}.{self.starts}.log")
+        wait_http_ok("127.0.0.1", self.http_port, "/healthz", timeout, self.proc)
+        # the gRPC port is bound by then too, but make sure
+        wait_until(lambda: _port_open(self.port), timeout)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc is None:
+            return 0
+        rc = self.proc.stop(signal.SIGTERM, timeout=timeout)
+        self.proc = None
+        return rc
+
+    def kill9(self) -> int:
+        if self.proc is None:
+            return 0
+        rc = self.proc.kill9()
+        self.proc = None
+        return rc
+
+    def metrics(self) -> dict:
+        r = http_request("127.0.0.1", self.http_port, "GET", "/metrics", timeout=5.0)
+        return parse_metrics(r.body.decode())
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def swarm_args(sched: "Scheduler | list[Scheduler]", extra: list[str] | None = None) -> list[str]:
+    scheds = sched if isinstance(sched, list) else [sched]
+    return ["--scheduler", ",".join(s.addr for s in scheds)] + list(extra or [])
+
+
+def peer_bytes(d: Shoald) -> float:
+    """Verified piece bytes a daemon got from parents (its own counter)."""
+    return d.metrics().get("shoal_peer_bytes_total", 0.0)

@@ -1,0 +1,892 @@
+#include "daemon/transfer/swarm.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <deque>
+#include <optional>
+#include <random>
+
+#include "common/http.h"
+#include "common/log.h"
+#include "common/piece.h"
+#include "common/sha256.h"
+#include "common/units.h"
+
+namespace shoal::transfer {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using asio::awaitable;
+using asio::use_awaitable;
+using clock = std::chrono::steady_clock;
+
+namespace {
+auto log() { return logger("swarm"); }
+
+struct peer_reply {
+  unsigned status = 0;
+  std::string body;
+  std::string version;  // X-Shoal-Bitmap-Version
+};
+
+// One GET to a parent's piece server. `timed_out` tells a slow parent from
+// one that cannot be reached.
+awaitable<result<peer_reply>> peer_get(asio::any_io_executor ex, std::string addr,
+                                       std::string target, std::size_t limit,
+                                       std::chrono::seconds timeout, bool* timed_out) {
+  *timed_out = false;
+  auto ep = http::parse_endpoint(addr);
+  if (!ep) co_return error(errc::invalid_argument, "parent address '" + addr + "' is invalid");
+  beast::tcp_stream stream(ex);
+  stream.expires_after(std::chrono::seconds(5));
+  auto [cec] = co_await stream.async_connect(*ep, asio::as_tuple(use_awaitable));
+  if (cec) {
+    *timed_out = cec == beast::error::timeout;
+    co_return error(errc::network, "connect to parent " + addr + ": " + cec.message());
+  }
+  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
+  req.set(bhttp::field::host, addr);
+  req.set(bhttp::field::user_agent, "shoald");
+  stream.expires_after(timeout);
+  auto [wec, wn] = co_await bhttp::async_write(stream, req, asio::as_tuple(use_awaitable));
+  if (wec) co_return error(errc::network, "request to parent " + addr + ": " + wec.message());
+  beast::flat_buffer buf;
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(limit);
+  auto [rec, rn] = co_await bhttp::async_read(stream, buf, parser, asio::as_tuple(use_awaitable));
+  if (rec) {
+    *timed_out = rec == beast::error::timeout;
+    co_return error(errc::network, "reading " + target + " from parent " + addr + ": " + rec.message());
+  }
+  auto& res = parser.get();
+  peer_reply out{res.result_int(), std::move(res.body()), std::string(res["X-Shoal-Bitmap-Version"])};
+  boost::system::error_code ignore;
+  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignore);
+  co_return out;
+}
+
+awaitable<std::string> hash_string(std::shared_ptr<const std::string> data) {
+  co_return sha256_hex(*data);
+}
+
+// Hashes the whole content file (on the blocking pool).
+awaitable<result<std::string>> hash_file(std::shared_ptr<storage::task_handle> h) {
+  sha256 whole;
+  std::vector<char> buf(4 << 20);
+  std::uint64_t off = 0;
+  const std::uint64_t size = h->meta().content_length;
+  while (off < size) {
+    auto got = h->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(buf.size(), size - off)));
+    if (!got) co_return std::move(got).error();
+    if (*got == 0) co_return error(errc::io, "short read from " + h->path().string());
+    whole.update(std::span<const char>(buf.data(), *got));
+    off += *got;
+  }
+  co_return whole.finish_hex();
+}
+
+awaitable<void> sleep_for(asio::any_io_executor ex, clock::duration d) {
+  asio::steady_timer t(ex, d);
+  auto [ec] = co_await t.async_wait(asio::as_tuple(use_awaitable));
+  (void)ec;
+}
+
+const char* reason_name(v1::PieceFailed::Reason r) {
+  switch (r) {
+    case v1::PieceFailed::DIGEST_MISMATCH: return "digest_mismatch";
+    case v1::PieceFailed::UNAVAILABLE: return "unavailable";
+    case v1::PieceFailed::CONNECT: return "connect";
+    case v1::PieceFailed::TIMEOUT: return "timeout";
+    default: return "reason_unspecified";
+  }
+}
+}  // namespace
+
+swarm_metrics::swarm_metrics(metrics::registry& r)
+    : peer_bytes(r.add_counter("shoal_peer_bytes_total",
+                               "Piece bytes downloaded from parents (verified), by parent host id",
+                               {"parent"})),
+      piece_failures(r.add_counter("shoal_piece_failures_total",
+                                   "Piece downloads from parents that failed, by reason",
+                                   {"reason"})),
+      fetch_seconds(r.add_histogram("shoal_piece_fetch_seconds",
+                                    "Time to fetch one piece from a parent (request to verified)",
+                                    metrics::exponential_buckets(0.005, 2, 14))
+                        .with()) {}
+
+// One task's swarm download (and afterwards its presence as a parent).
+class swarm_session : public std::enable_shared_from_this<swarm_session> {
+ public:
+  swarm_session(swarm& s, std::shared_ptr<task> t, source::request_target origin)
+      : s_(s),
+        tm_(s.tm_),
+        t_(std::move(t)),
+        origin_(std::move(origin)),
+        ex_(tm_.executor()),
+        count_(t_->piece_count()),
+        have_(count_, false),
+        digests_(count_),
+        in_flight_(count_, 0) {
+    for (std::uint32_t i = 0; i < count_; ++i) {
+      if (t_->handle_->piece_finished(i)) {
+        have_[i] = true;
+        digests_[i] = t_->handle_->piece_digest(i);
+      }
+    }
+    rng_.seed(std::random_device{}());
+  }
+
+  const std::string& id() const { return t_->digest_.hex; }
+
+  void begin() {
+    auto self = shared_from_this();
+    t_->on_durable_ = [w = weak_from_this()](const pending_piece& p) {
+      if (auto s = w.lock()) s->on_durable(p);
+    };
+    t_->on_reader_wait_ = [w = weak_from_this()] {
+      if (auto s = w.lock()) s->pump();
+    };
+    idx_ = s_.sched_.pick(id());
+    log()->info("task {}: joining the swarm via scheduler {} ({} of {} pieces cached)",
+                short_id(), s_.sched_.address(idx_), count_held(), count_);
+    asio::co_spawn(ex_, connect(self), asio::detached);
+  }
+
+  // Shutdown or replacement: end the stream, stop fetching.
+  void end() {
+    ended_ = true;
+    ++work_gen_;
+    ++origin_gen_;
+    if (stream_) stream_->close();
+    stream_.reset();
+  }
+
+ private:
+  struct parent_state {
+    std::string addr;
+    std::vector<bool> has;
+    std::uint64_t version = 0;
+    bool have_version = false;
+    std::size_t in_flight = 0;
+    bool active = false;
+    bool polling = false;
+    bool source = false;  // the task's source peer (still reading origin)
+    // A parent left out of the scheduler's latest set stays usable this long
+    // (unless it fails): the set can change every second as upload load
+    // shifts, and pieces already flowing from it should not stop.
+    clock::time_point grace_until{};
+    bool usable(clock::time_point now) const { return active || now < grace_until; }
+    clock::time_point busy_until{};
+  };
+
+  std::string short_id() const { return id().substr(0, 12); }
+  std::uint32_t tail() const { return count_ - 1; }
+  std::uint32_t count_held() const {
+    return static_cast<std::uint32_t>(std::count(have_.begin(), have_.end(), true));
+  }
+  bool downloading() const {
+    return !ended_ && !fell_back_ && t_->state_ == task::state::downloading;
+  }
+  swarm_metrics& m() { return s_.metrics_; }
+
+  // ---- stream -----------------------------------------------------------
+
+  static awaitable<void> connect(std::shared_ptr<swarm_session> self) {
+    bool ok = co_await self->s_.sched_.announce(self->idx_);
+    if (self->ended_ || self->fell_back_) co_return;
+    if (!ok) {
+      self->on_unreachable("scheduler " + self->s_.sched_.address(self->idx_) +
+                           " did not answer AnnounceHost");
+      co_return;
+    }
+    if (self->ever_decided_ && !(self->is_source_ && !self->done_)) {
+      // Re-registering after losing the scheduler: let the source come first.
+      auto later = sleep_for(self->ex_, self->s_.opts_.reregister_delay);
+      co_await std::move(later);
+      if (self->ended_ || self->fell_back_) co_return;
+    }
+    const auto gen = ++self->stream_gen_;
+    std::weak_ptr<swarm_session> w = self;
+    self->stream_ = self->s_.sched_.open(
+        self->idx_,
+        [w, gen](v1::Decision d) {
+          if (auto s = w.lock(); s && s->stream_gen_ == gen) s->on_decision(std::move(d));
+        },
+        [w, gen](grpc::Status st) {
+          if (auto s = w.lock(); s && s->stream_gen_ == gen) s->on_end(st);
+        });
+    v1::PeerEvent ev;
+    auto* r = ev.mutable_register_();
+    r->set_host_id(self->s_.opts_.host_id);
+    r->set_task_id(self->id());
+    r->set_content_length(self->t_->content_length());
+    r->set_piece_length(self->t_->piece_length());
+    auto* o = r->mutable_origin();
+    o->set_registry(self->origin_.registry);
+    o->set_repository(self->origin_.repository);
+    o->set_digest(self->t_->digest_.str());
+    r->set_finished_bitmap(self->t_->bitmap());
+    for (std::uint32_t i = 0; i < self->count_; ++i) {
+      if (self->digests_[i].empty()) continue;
+      auto* kd = r->add_known_digests();
+      kd->set_index(i);
+      kd->set_sha256(self->digests_[i]);
+    }
+    r->set_has_client(true);
+    r->set_was_source(self->is_source_ && !self->done_);
+    self->stream_->send(std::move(ev));
+    if (self->done_) {
+      v1::PeerEvent done;
+      done.mutable_done();
+      self->stream_->send(std::move(done));
+    }
+  }
+
+  void send(v1::PeerEvent ev) {
+    if (stream_) stream_->send(std::move(ev));
+  }
+
+  // The scheduler cannot be reached. Before any decision: origin as before
+  // (unless --no-back-to-source); mid-transfer: keep going, retry.
+  void on_unreachable(const std::string& why) {
+    if (ended_ || fell_back_) return;
+    if (!ever_decided_ && !done_) {
+      if (s_.opts_.back_to_source) {
+        log()->warn("task {}: {}; downloading from origin without the swarm", short_id(), why);
+        fallback_origin();
+      } else {
+        fail(error(errc::network, "blob " + t_->digest_.str() + ": " + why +
+                                      " and --no-back-to-source forbids reading the registry "
+                                      "(start the scheduler or drop the flag)"));
+      }
+      return;
+    }
+    ++reconnect_failures_;
+    if (downloading() && reconnect_failures_ >= 30 && s_.opts_.back_to_source) {
+      log()->warn("task {}: {} for 30 s; finishing from origin", short_id(), why);
+      fallback_origin();
+      return;
+    }
+    schedule_reconnect();
+  }
+
+  void schedule_reconnect() {
+    if (reconnecting_ || ended_ || fell_back_) return;
+    reconnecting_ = true;
+    asio::co_spawn(ex_, reconnect(shared_from_this()), asio::detached);
+  }
+  static awaitable<void> reconnect(std::shared_ptr<swarm_session> self) {
+    // The source retries sooner: it should be back first (see reregister_delay).
+    const bool source = self->is_source_ && !self->done_;
+    auto pause = sleep_for(self->ex_, source ? std::chrono::milliseconds(250)
+                                             : std::chrono::milliseconds(1000));
+    co_await std::move(pause);
+    self->reconnecting_ = false;
+    if (self->ended_ || self->fell_back_) co_return;
+    auto again = connect(self);
+    co_await std::move(again);
+  }
+
+  void on_end(const grpc::Status& st) {
+    stream_.reset();
+    if (ended_ || fell_back_) return;
+    if (!ever_decided_ && !st.ok()) {
+      on_unreachable("scheduler " + s_.sched_.address(idx_) + ": " + st.error_message());
+      return;
+    }
+    log()->info("task {}: scheduler stream ended ({}); re-registering", short_id(),
+                st.ok() ? "ok" : st.error_message());
+    if (!st.ok()) ++reconnect_failures_;
+    schedule_reconnect();
+  }
+
+  void on_decision(v1::Decision d) {
+    ever_decided_ = true;
+    reconnect_failures_ = 0;
+    switch (d.decision_case()) {
+      case v1::Decision::kDigests:
+        for (const auto& pd : d.digests().digests())
+          if (pd.index() < count_ && digests_[pd.index()].empty()) digests_[pd.index()] = pd.sha256();
+        accept_parked();
+        pump();
+        break;
+      case v1::Decision::kFromOrigin: {
+        if (done_ || !downloading()) break;
+        is_source_ = true;
+        origin_list_.clear();
+        for (auto p : d.from_origin().pieces())
+          if (p < count_) origin_list_.insert(p);
+        log()->info("task {}: elected source: {} pieces from origin", short_id(),
+                    origin_list_.size());
+        start_origin();
+        pump();
+        break;
+      }
+      case v1::Decision::kStopFromOrigin:
+        log()->info("task {}: stop reading origin: {}", short_id(), d.stop_from_origin().message());
+        ++origin_gen_;
+        is_source_ = false;
+        origin_list_.clear();
+        origin_queue_.clear();
+        pump();
+        break;
+      case v1::Decision::kParents: {
+        const auto now = clock::now();
+        for (auto& [id, p] : parents_) {
+          if (p.active) p.grace_until = now + std::chrono::seconds(5);
+          p.active = false;
+        }
+        for (const auto& p : d.parents().parents()) {
+          if (p.host_id() == s_.opts_.host_id || blocked_.contains(p.host_id())) continue;
+          auto& ps = parents_[p.host_id()];
+          ps.addr = p.addr();
+          ps.active = true;
+          ps.source = p.source();
+          if (!ps.have_version) {
+            ps.has.assign(count_, false);
+            const auto& bm = p.finished_bitmap();
+            for (std::uint32_t i = 0; i < count_ && i / 8 < bm.size(); ++i)
+              ps.has[i] = (static_cast<unsigned char>(bm[i / 8]) >> (i % 8)) & 1u;
+          }
+          if (!ps.polling && downloading()) {
+            ps.polling = true;
+            asio::co_spawn(ex_, poll(shared_from_this(), p.host_id(), work_gen_), asio::detached);
+          }
+        }
+        log()->debug("task {}: {} parents", short_id(), d.parents().parents_size());
+        pump();
+        break;
+      }
+      case v1::Decision::kAbort:
+        on_abort(d.abort());
+        break;
+      default:
+        break;
+    }
+  }
+
+  void on_abort(const v1::Abort& a) {
+    log()->warn("task {}: scheduler aborted ({}): {}", short_id(),
+                v1::Abort::Reason_Name(a.reason()), a.message());
+    switch (a.reason()) {
+      case v1::Abort::POISONED: {
+        // Every copy is dropped; the next request starts the task over.
+        error e(errc::digest_mismatch, "blob " + t_->digest_.str() +
+                                           " was poisoned: the source's copy did not match the "
+                                           "digest; retry the pull to start over");
+        auto self = shared_from_this();
+        fail(e);
+        if (auto r = t_->handle_->discard(); !r)
+          log()->warn("task {}: discard: {}", short_id(), r.error().describe());
+        break;
+      }
+      case v1::Abort::SHUTDOWN:
+      case v1::Abort::HOST_GONE:
+        break;  // the stream ends next; on_end re-registers (announcing first)
+      default:
+        if (done_) break;
+        if (s_.opts_.back_to_source) {
+          fallback_origin();
+        } else {
+          fail(error(errc::upstream_error, "blob " + t_->digest_.str() + ": scheduler aborted (" +
+                                               v1::Abort::Reason_Name(a.reason()) + ": " +
+                                               a.message() + ") and --no-back-to-source is set"));
+        }
+    }
+  }
+
+  void fail(error e) {
+    log()->error("task {}: {}", short_id(), e.message);
+    v1::PeerEvent ev;
+    ev.mutable_failed()->set_message(e.message);
+    send(std::move(ev));
+    if (stream_) stream_->close_after_writes();
+    stream_.reset();
+    ended_ = true;
+    ++work_gen_;
+    ++origin_gen_;
+    tm_.finish(t_, std::move(e));
+    forget();
+  }
+
+  void forget() {
+    auto it = s_.sessions_.find(id());
+    if (it != s_.sessions_.end() && it->second.get() == this) s_.sessions_.erase(it);
+  }
+
+  void fallback_origin() {
+    fell_back_ = true;
+    ++work_gen_;
+    ++origin_gen_;
+    if (stream_) stream_->close();
+    stream_.reset();
+    t_->on_reader_wait_ = nullptr;
+    t_->on_durable_ = nullptr;
+    asio::co_spawn(ex_, tm_.download(t_, origin_), asio::detached);
+    forget();
+  }
+
+  // ---- origin (source peer) --------------------------------------------
+
+  void start_origin() {
+    ++origin_gen_;
+    origin_queue_.clear();
+    std::vector<std::uint32_t> todo;
+    for (auto n : origin_list_)
+      if (!have_[n]) todo.push_back(n);
+    for (std::size_t i = 0; i < todo.size();) {
+      std::size_t j = i;
+      while (j + 1 < todo.size() && todo[j + 1] == todo[j] + 1 &&
+             j + 1 - i < s_.opts_.origin_run_pieces)
+        ++j;
+      origin_queue_.push_back({todo[i], todo[j]});
+      i = j + 1;
+    }
+    const std::size_t workers = std::min(s_.opts_.origin_streams, origin_queue_.size());
+    for (std::size_t i = 0; i < workers; ++i)
+      asio::co_spawn(ex_, origin_worker(shared_from_this(), origin_gen_), asio::detached);
+  }
+
+  static awaitable<void> origin_worker(std::shared_ptr<swarm_session> self, std::uint64_t gen) {
+    auto cancelled = [self, gen] { return self->origin_gen_ != gen || !self->downloading(); };
+    while (!cancelled() && !self->origin_queue_.empty()) {
+      auto [first, last] = self->origin_queue_.front();
+      self->origin_queue_.pop_front();
+      // Skip pieces that arrived meanwhile at the edges of the run.
+      while (first <= last && self->have_[first]) ++first;
+      while (last > first && self->have_[last]) --last;
+      if (first > last) continue;
+      // Named, not temporaries in the co_await expression (GCC 12 mishandles
+      // lambda temporaries there: the captured shared_ptr was released twice).
+      std::function<bool()> cancel_fn = cancelled;
+      std::function<void(std::uint32_t)> on_piece = [self](std::uint32_t n) {
+        self->on_piece_written(n, {}, {});
+      };
+      auto t = self->t_;
+      auto origin = self->origin_;
+      auto r = co_await self->tm_.fetch_run(std::move(t), std::move(origin), first, last, nullptr,
+                                            std::move(cancel_fn), std::move(on_piece));
+      if (!r && !cancelled()) {
+        self->tm_.metrics_.origin_failures.inc();
+        self->fail(error(r.error().code, r.error().message));
+        co_return;
+      }
+    }
+  }
+
+  // A piece is written (from origin, or from a parent and verified).
+  void on_piece_written(std::uint32_t n, std::string sha, std::string parent) {
+    log()->trace("task {}: piece {} written (had {}, from '{}') session {}", short_id(), n,
+                 bool(have_[n]), parent, static_cast<void*>(this));
+    if (have_[n]) return;
+    have_[n] = true;
+    pending_piece p{n, std::move(sha), std::move(parent)};
+    if (n == tail()) {
+      tail_pending_ = std::move(p);  // readable and recorded only once the blob verifies
+    } else {
+      t_->set_readable(n);
+      tm_.commit(t_, std::move(p));
+    }
+    check_complete();
+  }
+
+  void on_durable(const pending_piece& p) {
+    log()->trace("task {}: piece {} durable session {}", short_id(), p.index,
+                 static_cast<void*>(this));
+    if (p.index < count_ && digests_[p.index].empty()) digests_[p.index] = p.sha256;
+    v1::PeerEvent ev;
+    auto* f = ev.mutable_piece_finished();
+    f->set_index(p.index);
+    f->set_sha256(p.sha256);
+    f->set_parent_host_id(p.parent);
+    send(std::move(ev));
+  }
+
+  void check_complete() {
+    if (verifying_ || !downloading() || count_held() < count_) return;
+    verifying_ = true;
+    asio::co_spawn(ex_, verify(shared_from_this()), asio::detached);
+  }
+
+  static awaitable<void> verify(std::shared_ptr<swarm_session> self) {
+    auto& tm = self->tm_;
+    auto t = self->t_;
+    auto hashing = hash_file(t->handle_);
+    auto got = co_await asio::co_spawn(tm.blocking_.get_executor(), std::move(hashing),
+                                       use_awaitable);
+    if (!self->downloading()) co_return;
+    if (!got) {
+      self->fail(std::move(got).error());
+      co_return;
+    }
+    const bool verified = *got == t->digest_.hex;
+    if (!verified) {
+      tm.metrics_.digest_mismatch.inc();
+      if (self->is_source_) {
+        v1::PeerEvent ev;
+        ev.mutable_source_finished()->set_sha256(*got);
+        ev.mutable_source_finished()->set_verified(false);
+        self->send(std::move(ev));
+      }
+      self->fail(error(errc::digest_mismatch,
+                       "blob " + t->digest_.str() + " from " + self->origin_.registry + "/" +
+                           self->origin_.repository + ": content hashes to sha256:" + *got +
+                           " (nothing was cached)"));
+      // At once (see task_manager::download): a later request re-creates it.
+      if (auto r = t->handle_->discard(); !r) log()->warn("discard: {}", r.error().describe());
+      co_return;
+    }
+    // The tail was held back until now: readers and children may have it.
+    t->set_readable(self->tail());
+    log()->debug("task {}: verified; session {} tail pending {} syncing {} unsynced {}",
+                 self->short_id(), static_cast<void*>(self.get()),
+                 self->tail_pending_.has_value(), t->syncing_, t->unsynced_.size());
+    if (self->tail_pending_) {
+      tm.commit(t, *self->tail_pending_);
+      self->tail_pending_.reset();
+    }
+    if (auto r = co_await tm.drain(t); !r) {
+      if (self->downloading()) self->fail(std::move(r).error());
+      co_return;
+    }
+    log()->debug("task {}: drained; syncing {} unsynced {}", self->short_id(), t->syncing_,
+                 t->unsynced_.size());
+    if (!self->downloading()) co_return;
+    if (auto r = t->handle_->mark_complete(); !r) {
+      std::string missing;
+      for (std::uint32_t i = 0; i < self->count_; ++i)
+        if (!t->handle_->piece_finished(i)) missing += " " + std::to_string(i);
+      log()->error("task {}: not recorded:{} syncing={} unsynced={}", self->short_id(), missing,
+                   t->syncing_, t->unsynced_.size());
+      self->fail(std::move(r).error());
+      co_return;
+    }
+    if (self->is_source_) {
+      v1::PeerEvent ev;
+      ev.mutable_source_finished()->set_sha256(*got);
+      ev.mutable_source_finished()->set_verified(true);
+      self->send(std::move(ev));
+    }
+    v1::PeerEvent done;
+    done.mutable_done();
+    self->send(std::move(done));
+    self->done_ = true;
+    ++self->work_gen_;
+    log()->info("task {}: complete, digest verified ({} from parents, source={})",
+                self->short_id(), format_bytes(self->peer_bytes_), self->is_source_);
+    tm.finish(t, std::nullopt);
+  }
+
+  // ---- parents ------------------------------------------------------------
+
+  static awaitable<void> poll(std::shared_ptr<swarm_session> self, std::string pid,
+                              std::uint64_t gen) {
+    auto alive = [&] {
+      auto it = self->parents_.find(pid);
+      return self->work_gen_ == gen && self->downloading() && it != self->parents_.end() &&
+             it->second.usable(clock::now()) && !self->blocked_.contains(pid);
+    };
+    while (alive()) {
+      auto& ps = self->parents_[pid];
+      std::string target = "/v1/tasks/" + self->id() + "/bitmap";
+      if (ps.have_version) target += "?after=" + std::to_string(ps.version);
+      bool timed_out = false;
+      std::string addr = ps.addr;
+      auto r = co_await peer_get(self->ex_, std::move(addr), std::move(target),
+                                 self->count_ / 8 + 64, self->s_.opts_.bitmap_poll, &timed_out);
+      if (!alive()) break;
+      auto& p = self->parents_[pid];
+      if (!r || r->status != 200) {
+        co_await sleep_for(self->ex_, std::chrono::milliseconds(500));
+        continue;
+      }
+      p.has.assign(self->count_, false);
+      for (std::uint32_t i = 0; i < self->count_ && i / 8 < r->body.size(); ++i)
+        p.has[i] = (static_cast<unsigned char>(r->body[i / 8]) >> (i % 8)) & 1u;
+      std::uint64_t v = 0;
+      std::from_chars(r->version.data(), r->version.data() + r->version.size(), v);
+      p.version = v;
+      p.have_version = true;
+      self->pump();
+    }
+    if (auto it = self->parents_.find(pid); it != self->parents_.end()) it->second.polling = false;
+  }
+
+  // Starts piece requests up to the limits: the piece a local reader waits
+  // for first, then rarest first; in the endgame, a second copy of slow ones.
+  void pump() {
+    if (!downloading() || done_) return;
+    while (total_in_flight_ < s_.opts_.max_in_flight) {
+      auto [pid, n] = choose();
+      if (pid.empty()) break;
+      auto& ps = parents_[pid];
+      ++ps.in_flight;
+      ++total_in_flight_;
+      ++in_flight_[n];
+      fetching_[n].insert(pid);
+      asio::co_spawn(ex_, fetch(shared_from_this(), pid, ps.addr, n, work_gen_), asio::detached);
+    }
+  }
+
+  // Pieces whose digest is still unknown are fetched too (verified when it
+  // arrives), but only a few at a time: they wait in memory.
+  bool wanted(std::uint32_t n) const {
+    if (have_[n] || origin_list_.contains(n) || parked_.contains(n)) return false;
+    return !digests_[n].empty() || parked_.size() + total_in_flight_ < s_.opts_.max_in_flight;
+  }
+
+  std::pair<std::string, std::uint32_t> choose() {
+    const auto now = clock::now();
+    std::size_t active = 0;
+    for (auto& [id, p] : parents_) active += p.usable(now) && !blocked_.contains(id);
+    // The source's upload is the swarm's scarcest resource (every byte enters
+    // through it): with other parents around, one request at a time to it, and
+    // only for pieces no other parent can give.
+    auto limit = [&](const parent_state& p) {
+      return p.source && active > 1 ? std::size_t{1} : s_.opts_.per_parent;
+    };
+    auto usable = [&](const std::string& id, const parent_state& p) {
+      return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit(p) &&
+             p.busy_until <= now;
+    };
+    // Among parents holding n with a free slot: not the source if possible,
+    // then the least loaded.
+    auto holder = [&](std::uint32_t n, bool endgame) -> std::string {
+      std::string best;
+      std::pair<bool, std::size_t> load{true, SIZE_MAX};
+      for (auto& [id, p] : parents_) {
+        if (!usable(id, p) || n >= p.has.size() || !p.has[n]) continue;
+        if (endgame && fetching_[n].contains(id)) continue;
+        std::pair<bool, std::size_t> mine{p.source, p.in_flight};
+        if (mine < load) {
+          load = mine;
+          best = id;
+        }
+      }
+      return best;
+    };
+    // Reader bias: the piece a local reader waits for, and the next one.
+    const auto r = t_->reader_next_;
+    for (std::uint32_t n = r; n < count_ && n < r + 2; ++n) {
+      if (!wanted(n) || in_flight_[n] > 0) continue;
+      if (auto h = holder(n, false); !h.empty()) return {h, n};
+    }
+    // Rarest first; among the rarest, a random one, so children fetching
+    // from the same parent at once rarely pick the same piece (what they
+    // fetch is not visible to each other until they hold it).
+    std::vector<std::pair<std::uint32_t, std::string>> rarest;
+    std::size_t best_rarity = SIZE_MAX;
+    bool missing_idle = false;  // a wanted piece nobody is fetching
+    for (std::uint32_t n = 0; n < count_; ++n) {
+      if (!wanted(n)) continue;
+      if (in_flight_[n] > 0) continue;
+      missing_idle = true;
+      std::size_t rarity = 0;
+      for (auto& [id, p] : parents_)
+        if (p.usable(now) && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++rarity;
+      if (rarity == 0 || rarity > best_rarity) continue;
+      auto h = holder(n, false);
+      if (h.empty()) continue;
+      if (rarity < best_rarity) {
+        best_rarity = rarity;
+        rarest.clear();
+      }
+      rarest.emplace_back(n, std::move(h));
+    }
+    if (!rarest.empty()) {
+      auto& pick = rarest[std::uniform_int_distribution<std::size_t>(0, rarest.size() - 1)(rng_)];
+      return {pick.second, pick.first};
+    }
+    if (missing_idle) return {};
+    // Endgame: every missing piece is in flight; duplicate one from another parent.
+    for (std::uint32_t n = 0; n < count_; ++n) {
+      if (!wanted(n) || in_flight_[n] != 1) continue;
+      if (auto h = holder(n, true); !h.empty()) return {h, n};
+    }
+    return {};
+  }
+
+  void piece_failed(std::uint32_t n, const std::string& pid, v1::PieceFailed::Reason reason,
+                    const std::string& msg) {
+    m().piece_failures.with({reason_name(reason)}).inc();
+    log()->debug("task {}: piece {} from {}: {}", short_id(), n, pid, msg);
+    v1::PeerEvent ev;
+    auto* f = ev.mutable_piece_failed();
+    f->set_index(n);
+    f->set_parent_host_id(pid);
+    f->set_reason(reason);
+    f->set_message(msg);
+    send(std::move(ev));
+  }
+
+  static awaitable<void> fetch(std::shared_ptr<swarm_session> self, std::string pid,
+                               std::string addr, std::uint32_t n, std::uint64_t gen) {
+    const auto start = clock::now();
+    auto t = self->t_;
+    const std::uint64_t size = piece_size(n, t->content_length(), t->piece_length());
+    co_await self->tm_.download_limit_.acquire(size);
+    bool timed_out = false;
+    std::string target = "/v1/tasks/" + self->id() + "/pieces/" + std::to_string(n);
+    std::string to = addr;
+    auto r = co_await peer_get(self->ex_, std::move(to), std::move(target), size + 1,
+                               self->s_.opts_.piece_timeout, &timed_out);
+    auto& ps = self->parents_[pid];
+    --ps.in_flight;
+    --self->total_in_flight_;
+    --self->in_flight_[n];
+    self->fetching_[n].erase(pid);
+    if (self->work_gen_ != gen || !self->downloading()) co_return;
+    if (!r) {
+      self->piece_failed(n, pid, timed_out ? v1::PieceFailed::TIMEOUT : v1::PieceFailed::CONNECT,
+                         r.error().message);
+      ps.busy_until = clock::now() + std::chrono::seconds(1);
+      ps.grace_until = {};  // only the scheduler's set may bring it back
+      self->pump();
+      co_return;
+    }
+    if (r->status != 200 || r->body.size() != size) {
+      if (r->status == 404 && n < ps.has.size()) ps.has[n] = false;
+      if (r->status == 503) ps.busy_until = clock::now() + std::chrono::milliseconds(200);
+      self->piece_failed(n, pid, v1::PieceFailed::UNAVAILABLE,
+                         "status " + std::to_string(r->status) + ", " +
+                             std::to_string(r->body.size()) + " bytes");
+      self->pump();
+      co_return;
+    }
+    if (self->have_[n]) {  // the endgame's other copy won
+      self->pump();
+      co_return;
+    }
+    auto body = std::make_shared<const std::string>(std::move(r->body));
+    auto hashing = hash_string(body);
+    auto hex = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(hashing),
+                                       use_awaitable);
+    if (self->work_gen_ != gen || !self->downloading()) co_return;
+    if (self->have_[n]) {
+      self->pump();
+      co_return;
+    }
+    if (self->digests_[n].empty()) {
+      // Fetched before the scheduler's digest arrived: verified once it does.
+      self->parked_[n] = parked_piece{std::move(body), std::move(hex), pid, start};
+      self->pump();
+      co_return;
+    }
+    self->accept(n, parked_piece{std::move(body), std::move(hex), pid, start});
+    self->pump();
+  }
+
+  struct parked_piece {
+    std::shared_ptr<const std::string> body;
+    std::string sha256;
+    std::string parent;
+    clock::time_point start;
+  };
+
+  // Verifies a piece from a parent against the scheduler's digest (never
+  // against anything the parent says), then writes it.
+  void accept(std::uint32_t n, parked_piece p) {
+    if (have_[n] || !downloading()) return;
+    if (p.sha256 != digests_[n]) {
+      // Never trust the parent: drop the bytes, block it for this task.
+      piece_failed(n, p.parent, v1::PieceFailed::DIGEST_MISMATCH,
+                   "piece hashes to " + p.sha256 + ", scheduler says " + digests_[n]);
+      log()->warn("task {}: piece {} from parent {} failed verification; blocking it",
+                  short_id(), n, p.parent);
+      blocked_.insert(p.parent);
+      return;
+    }
+    if (auto w = t_->handle_->write(piece_offset(n, t_->piece_length()),
+                                    std::span<const char>(p.body->data(), p.body->size()));
+        !w) {
+      fail(std::move(w).error());
+      return;
+    }
+    peer_bytes_ += p.body->size();
+    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size()));
+    m().fetch_seconds.observe(std::chrono::duration<double>(clock::now() - p.start).count());
+    on_piece_written(n, p.sha256, p.parent);
+  }
+
+  void accept_parked() {
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      if (digests_[it->first].empty()) {
+        ++it;
+        continue;
+      }
+      auto n = it->first;
+      auto p = std::move(it->second);
+      it = parked_.erase(it);
+      accept(n, std::move(p));
+    }
+  }
+
+  swarm& s_;
+  task_manager& tm_;
+  std::shared_ptr<task> t_;
+  source::request_target origin_;
+  asio::any_io_executor ex_;
+  const std::uint32_t count_;
+  std::vector<bool> have_;              // written (and verified when from a parent)
+  std::vector<std::string> digests_;    // the scheduler's (or, as source, our own) piece digests
+  std::vector<std::uint32_t> in_flight_;
+  std::map<std::uint32_t, std::set<std::string>> fetching_;
+  std::size_t total_in_flight_ = 0;
+  std::map<std::string, parent_state> parents_;
+  std::set<std::string> blocked_;
+  std::set<std::uint32_t> origin_list_;
+  std::deque<std::pair<std::uint32_t, std::uint32_t>> origin_queue_;
+  std::optional<pending_piece> tail_pending_;
+  std::map<std::uint32_t, parked_piece> parked_;  // fetched, waiting for the digest
+  std::shared_ptr<peer_stream> stream_;
+  std::size_t idx_ = 0;
+  std::mt19937 rng_;
+  std::uint64_t stream_gen_ = 0;
+  std::uint64_t work_gen_ = 0;
+  std::uint64_t origin_gen_ = 0;
+  std::uint64_t peer_bytes_ = 0;
+  int reconnect_failures_ = 0;
+  bool ever_decided_ = false;
+  bool is_source_ = false;
+  bool done_ = false;
+  bool ended_ = false;
+  bool fell_back_ = false;
+  bool verifying_ = false;
+  bool reconnecting_ = false;
+};
+
+swarm::swarm(task_manager& tm, scheduler_client& sched, metrics::registry& reg, swarm_options opts)
+    : tm_(tm), sched_(sched), metrics_(reg), opts_(std::move(opts)) {
+  tm_.set_swarm(this);
+}
+
+swarm::~swarm() { tm_.set_swarm(nullptr); }
+
+void swarm::start(std::shared_ptr<task> t, source::request_target origin) {
+  const auto id = t->id().hex;
+  if (auto it = sessions_.find(id); it != sessions_.end()) {
+    it->second->end();  // a finished copy that was evicted, or a poisoned one
+    sessions_.erase(it);
+  }
+  if (stopped_) return;
+  auto s = std::make_shared<swarm_session>(*this, std::move(t), std::move(origin));
+  sessions_[id] = s;
+  s->begin();
+}
+
+void swarm::stop() {
+  stopped_ = true;
+  auto all = std::move(sessions_);
+  sessions_.clear();
+  for (auto& [id, s] : all) s->end();
+}
+
+}  // namespace shoal::transfer

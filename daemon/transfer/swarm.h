@@ -1,0 +1,71 @@
+#pragma once
+// The swarm side of a download (DESIGN §3–§6, scheduler/README.md): for each
+// task a swarm_session registers with the scheduler and obeys its decisions:
+// read listed pieces from origin (the source peer), or fetch pieces from
+// parents' piece servers, verifying each against the scheduler's digest.
+//
+// Threading: everything runs on the daemon's I/O executor, like the task
+// manager; gRPC reactions are posted to it by scheduler_client.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/metrics.h"
+#include "daemon/source/registry_client.h"
+#include "daemon/transfer/scheduler_client.h"
+#include "daemon/transfer/task_manager.h"
+
+namespace shoal::transfer {
+
+struct swarm_options {
+  std::string host_id;
+  bool back_to_source = true;         // false: never read origin unless elected by the scheduler
+  std::size_t max_in_flight = 4;      // piece requests per task, spread across parents
+  std::size_t per_parent = 2;         // piece requests per parent
+  std::size_t origin_streams = 2;     // parallel Range GETs for the source
+  // Pieces per origin Range GET at most: short runs keep what a dying source
+  // leaves in socket buffers (read by the registry, never used) small.
+  std::uint32_t origin_run_pieces = 1;
+  // A peer that was not the source re-registers this much later after losing
+  // the scheduler, so the old source registers first and is re-elected
+  // (otherwise the first child to come back would read origin again).
+  std::chrono::milliseconds reregister_delay{750};
+  std::chrono::seconds piece_timeout{60};
+  std::chrono::seconds bitmap_poll{25};  // client side timeout of a /bitmap long-poll
+};
+
+struct swarm_metrics {
+  explicit swarm_metrics(metrics::registry& r);
+  metrics::family<metrics::counter>& peer_bytes;       // shoal_peer_bytes_total{parent}
+  metrics::family<metrics::counter>& piece_failures;   // shoal_piece_failures_total{reason}
+  metrics::histogram& fetch_seconds;                   // shoal_piece_fetch_seconds
+};
+
+class swarm {
+ public:
+  swarm(task_manager& tm, scheduler_client& sched, metrics::registry& reg, swarm_options opts);
+  ~swarm();
+  // Starts the swarm download of a new task (called by task_manager).
+  void start(std::shared_ptr<task> t, source::request_target origin);
+  // Ends every stream (shutdown).
+  void stop();
+  std::size_t sessions() const { return sessions_.size(); }
+
+ private:
+  friend class swarm_session;
+  task_manager& tm_;
+  scheduler_client& sched_;
+  swarm_metrics metrics_;
+  swarm_options opts_;
+  std::map<std::string, std::shared_ptr<swarm_session>> sessions_;
+  bool stopped_ = false;
+};
+
+}  // namespace shoal::transfer

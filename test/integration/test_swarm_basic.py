@@ -1,0 +1,130 @@
+"""Swarm basics: a few daemons and one scheduler share one blob, the registry
+is read once; the piece server's endpoints; falling back to origin when the
+scheduler cannot be reached."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+
+import shoal_harness as h
+
+
+def start_swarm(registry, scheduler_factory, shoald_factory, n, extra=None):
+    sched = scheduler_factory()
+    daemons = [shoald_factory(name=f"shoald{i}", insecure=[registry.hostport],
+                              default_registry=registry.hostport,
+                              extra_args=h.swarm_args(sched, extra))
+               for i in range(n)]
+    return sched, daemons
+
+
+def get_all(daemons, repo, digest, timeout=300):
+    with cf.ThreadPoolExecutor(len(daemons)) as ex:
+        futs = [ex.submit(d.get_blob, repo, digest, None, None, timeout) for d in daemons]
+        return [f.result(timeout=timeout + 10) for f in futs]
+
+
+def test_three_daemons_read_the_registry_once(registry, scheduler_factory, shoald_factory,
+                                              test_dir):
+    size = 64 * h.MiB
+    digest, _ = registry.push_random_blob("models/a", size, test_dir)
+    mark = registry.log_mark()
+    _, daemons = start_swarm(registry, scheduler_factory, shoald_factory, 3)
+    t0 = time.monotonic()
+    results = get_all(daemons, "models/a", digest)
+    took = time.monotonic() - t0
+    for d, r in zip(daemons, results):
+        assert r.status == 200 and r.complete, (d.name, r.error, d.log_tail())
+        assert r.digest == digest, d.name
+    registry.settle()
+    origin = registry.blob_body_bytes(digest, since=mark)
+    peer = [h.peer_bytes(d) for d in daemons]
+    print(f"3 daemons, {size >> 20} MiB: {took:.1f} s, registry {origin / size:.3f}x, "
+          f"peer bytes {[int(p) >> 20 for p in peer]} MiB")
+    assert origin <= 1.01 * size, f"registry served {origin} bytes for a {size}-byte blob"
+    # everyone but the source got (almost) everything from peers
+    assert sum(1 for p in peer if p >= 0.9 * size) >= 2, peer
+    # graceful shutdown (LeaveHost, streams closed) exits 0
+    for d in daemons:
+        assert d.stop() == 0, d.name
+
+
+def test_piece_server_endpoints(registry, scheduler_factory, shoald_factory, test_dir):
+    size = 10 * h.MiB + 123  # 3 pieces of 4 MiB, the last one short
+    digest, path = registry.push_random_blob("models/b", size, test_dir)
+    data = path.read_bytes()
+    _, (d,) = start_swarm(registry, scheduler_factory, shoald_factory, 1)
+    hexid = digest.split(":")[1]
+    peer = ("127.0.0.1", d.peer_port)
+    # unknown task: 404 on both endpoints; malformed ids: 400 before any lookup
+    assert h.http_request(*peer, "GET", f"/v1/tasks/{'0' * 64}/pieces/0").status == 404
+    assert h.http_request(*peer, "GET", f"/v1/tasks/{'0' * 64}/bitmap").status == 404
+    for bad in ["../../etc/passwd", "A" * 64, "0" * 63, hexid + "0"]:
+        assert h.http_request(*peer, "GET", f"/v1/tasks/{bad}/pieces/0").status in (400, 404)
+        assert h.http_request(*peer, "GET", f"/v1/tasks/{bad}/bitmap").status == 400 \
+            or "/" in bad
+    assert h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/pieces/x").status in (400, 404)
+    r = d.get_blob("models/b", digest)
+    assert r.digest == digest and r.complete
+    bm = h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/bitmap")
+    assert bm.status == 200
+    assert bm.body == bytes([0b111]), bm.body
+    assert int(bm.header("X-Shoal-Bitmap-Version")) == 3
+    piece = 4 * h.MiB
+    for n in range(3):
+        p = h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/pieces/{n}")
+        assert p.status == 200
+        assert p.body == data[n * piece:(n + 1) * piece], n
+    assert h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/pieces/3").status == 404
+    # a long-poll with the current version waits (here: until its deadline)
+    t0 = time.monotonic()
+    lp = h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/bitmap?after=3", timeout=30)
+    assert lp.status == 200 and time.monotonic() - t0 > 15
+    assert d.metric("shoal_upload_bytes_total") >= size
+
+
+def test_unreachable_scheduler_falls_back_to_origin(registry, shoald_factory, test_dir):
+    size = 9 * h.MiB
+    digest, _ = registry.push_random_blob("models/c", size, test_dir)
+    dead = f"127.0.0.1:{h.free_port()}"
+    d = shoald_factory(insecure=[registry.hostport], default_registry=registry.hostport,
+                       extra_args=["--scheduler", dead])
+    r = d.get_blob("models/c", digest, timeout=60)
+    assert r.status == 200 and r.complete and r.digest == digest, (r.error, d.log_tail())
+    strict = shoald_factory(name="strict", insecure=[registry.hostport],
+                            default_registry=registry.hostport,
+                            extra_args=["--scheduler", dead, "--no-back-to-source"])
+    mark = registry.log_mark()
+    r = strict.get_blob("models/c", digest, timeout=60)
+    assert not (r.complete and r.digest == digest), "served without scheduler or origin"
+    registry.settle()
+    assert registry.blob_body_bytes(digest, since=mark) == 0
+
+
+def test_lying_parent_is_blocked(registry, scheduler_factory, shoald_factory, proxy_factory,
+                                 test_dir):
+    """A parent whose piece server sends corrupted bytes: the child verifies
+    against the scheduler's digests, drops them, blocks that parent and gets
+    the right blob from the honest one."""
+    size = 48 * h.MiB
+    digest, _ = registry.push_random_blob("models/liar", size, test_dir)
+    mark = registry.log_mark()
+    sched = scheduler_factory()
+    common = dict(insecure=[registry.hostport], default_registry=registry.hostport)
+    honest = shoald_factory(name="honest", extra_args=h.swarm_args(sched), **common)
+    assert honest.get_blob("models/liar", digest).digest == digest
+    liar = shoald_factory(name="liar", start=False, **common)
+    proxy = proxy_factory("127.0.0.1", liar.peer_port)
+    proxy.corrupt_pieces = True
+    liar.extra_args = h.swarm_args(sched, ["--advertise-addr", proxy.hostport])
+    liar.start()
+    assert liar.get_blob("models/liar", digest).digest == digest  # from the honest one
+    child = shoald_factory(name="child", extra_args=h.swarm_args(sched), **common)
+    r = child.get_blob("models/liar", digest, timeout=120)
+    assert r.status == 200 and r.complete and r.digest == digest, (r.error, child.log_tail())
+    m = child.metrics()
+    assert proxy.corrupted_responses >= 1, "the child never asked the lying parent"
+    assert h.metric_with_labels(m, "shoal_piece_failures_total", reason="digest_mismatch") >= 1
+    registry.settle()
+    assert registry.blob_body_bytes(digest, since=mark) <= 1.01 * size
