@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main-job command: installs what is missing, builds, and runs the demo
-# (a local registry with a generated ModelPack model, shoald, containerd
-# pulling the model through the mirror).
+# (a local registry with a generated ModelPack model, a scheduler, three
+# shoald nodes and one containerd per node pulling the model through the swarm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
