@@ -439,15 +439,15 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   void start_origin() {
     ++origin_gen_;
     origin_queue_.clear();
-    std::vector<std::uint32_t> todo;
+    std::vector<std::uint32_t> missing;
     for (auto n : origin_list_)
-      if (!have_[n]) todo.push_back(n);
-    for (std::size_t i = 0; i < todo.size();) {
+      if (!have_[n]) missing.push_back(n);
+    for (std::size_t i = 0; i < missing.size();) {
       std::size_t j = i;
-      while (j + 1 < todo.size() && todo[j + 1] == todo[j] + 1 &&
+      while (j + 1 < missing.size() && missing[j + 1] == missing[j] + 1 &&
              j + 1 - i < s_.opts_.origin_run_pieces)
         ++j;
-      origin_queue_.push_back({todo[i], todo[j]});
+      origin_queue_.push_back({missing[i], missing[j]});
       i = j + 1;
     }
     const std::size_t workers = std::min(s_.opts_.origin_streams, origin_queue_.size());
