@@ -4,6 +4,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <set>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -620,6 +621,19 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     if (auto it = self->parents_.find(pid); it != self->parents_.end()) it->second.polling = false;
   }
 
+  // Runs pump() again after d (once at a time): choose() may be waiting for
+  // siblings to spread pieces with nothing in flight to wake it.
+  void wake_later(clock::duration d) {
+    if (wake_pending_) return;
+    wake_pending_ = true;
+    asio::co_spawn(ex_, wake(shared_from_this(), d), asio::detached);
+  }
+  static awaitable<void> wake(std::shared_ptr<swarm_session> self, clock::duration d) {
+    co_await sleep_for(self->ex_, d);
+    self->wake_pending_ = false;
+    self->pump();
+  }
+
   // Starts piece requests up to the limits: the piece a local reader waits
   // for first, then rarest first; in the endgame, a second copy of slow ones.
   void pump() {
@@ -648,24 +662,54 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     std::size_t active = 0;
     for (auto& [id, p] : parents_) active += p.usable(now) && !blocked_.contains(id);
     // The source's upload is the swarm's scarcest resource (every byte enters
-    // through it): with other parents around, one request at a time to it, and
-    // only for pieces no other parent can give.
-    auto limit = [&](const parent_state& p) {
-      return p.source && active > 1 ? std::size_t{1} : s_.opts_.per_parent;
+    // through it), and so is any parent that already holds everything (the
+    // source once it finished reading origin, or a seed): with other parents
+    // around, one request at a time to it, and only for pieces no other
+    // parent can give.
+    std::set<std::string> seeds;
+    for (auto& [id, p] : parents_)
+      if (p.source || (p.has.size() == count_ &&
+                       std::all_of(p.has.begin(), p.has.end(), [](bool b) { return b; })))
+        seeds.insert(id);
+    auto limit = [&](const std::string& id) {
+      return seeds.contains(id) && active > 1 ? std::size_t{1} : s_.opts_.per_parent;
     };
     auto usable = [&](const std::string& id, const parent_state& p) {
-      return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit(p) &&
+      return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit(id) &&
              p.busy_until <= now;
+    };
+    // A piece held by a single parent (typically new at the source) should
+    // leave it once: the peers this child knows (itself and its parents
+    // other than the source, sorted by host id) split such pieces by index,
+    // and the others wait for them to show up at a sibling. Upload at the
+    // source is the swarm's scarcest resource. When nothing else can be
+    // fetched, anything goes.
+    std::vector<std::string> siblings{s_.opts_.host_id};
+    for (auto& [id, p] : parents_)
+      if (!seeds.contains(id) && p.usable(now) && !blocked_.contains(id)) siblings.push_back(id);
+    std::sort(siblings.begin(), siblings.end());
+    const auto rank = static_cast<std::size_t>(
+        std::find(siblings.begin(), siblings.end(), s_.opts_.host_id) - siblings.begin());
+    bool share_only = true;
+    auto holders = [&](std::uint32_t n) {
+      std::size_t k = 0;
+      for (auto& [id, p] : parents_)
+        if (p.usable(now) && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++k;
+      return k;
+    };
+    auto may_take_single = [&](std::uint32_t n) {
+      return !share_only || n % siblings.size() == rank || holders(n) > 1;
     };
     // Among parents holding n with a free slot: not the source if possible,
     // then the least loaded.
     auto holder = [&](std::uint32_t n, bool endgame) -> std::string {
+      if (!may_take_single(n)) return {};
       std::string best;
       std::pair<bool, std::size_t> load{true, SIZE_MAX};
       for (auto& [id, p] : parents_) {
-        if (!usable(id, p) || n >= p.has.size() || !p.has[n]) continue;
+          if (!usable(id, p) || n >= p.has.size() || !p.has[n]) continue;
         if (endgame && fetching_[n].contains(id)) continue;
-        std::pair<bool, std::size_t> mine{p.source, p.in_flight};
+        std::pair<bool, std::size_t> mine{seeds.contains(id), p.in_flight};
         if (mine < load) {
           load = mine;
           best = id;
@@ -682,28 +726,41 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     // Rarest first; among the rarest, a random one, so children fetching
     // from the same parent at once rarely pick the same piece (what they
     // fetch is not visible to each other until they hold it).
-    std::vector<std::pair<std::uint32_t, std::string>> rarest;
-    std::size_t best_rarity = SIZE_MAX;
     bool missing_idle = false;  // a wanted piece nobody is fetching
-    for (std::uint32_t n = 0; n < count_; ++n) {
-      if (!wanted(n)) continue;
-      if (in_flight_[n] > 0) continue;
-      missing_idle = true;
-      std::size_t rarity = 0;
-      for (auto& [id, p] : parents_)
-        if (p.usable(now) && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++rarity;
-      if (rarity == 0 || rarity > best_rarity) continue;
-      auto h = holder(n, false);
-      if (h.empty()) continue;
-      if (rarity < best_rarity) {
-        best_rarity = rarity;
-        rarest.clear();
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<std::pair<std::uint32_t, std::string>> rarest;
+      std::size_t best_rarity = SIZE_MAX;
+      for (std::uint32_t n = 0; n < count_; ++n) {
+        if (!wanted(n)) continue;
+        if (in_flight_[n] > 0) continue;
+        missing_idle = true;
+        std::size_t rarity = 0;
+        for (auto& [id, p] : parents_)
+          if (p.usable(now) && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++rarity;
+        if (rarity == 0 || rarity > best_rarity) continue;
+        auto h = holder(n, false);
+        if (h.empty()) continue;
+        if (rarity < best_rarity) {
+          best_rarity = rarity;
+          rarest.clear();
+        }
+        rarest.emplace_back(n, std::move(h));
       }
-      rarest.emplace_back(n, std::move(h));
-    }
-    if (!rarest.empty()) {
-      auto& pick = rarest[std::uniform_int_distribution<std::size_t>(0, rarest.size() - 1)(rng_)];
-      return {pick.second, pick.first};
+      if (!rarest.empty()) {
+        idle_since_ = {};
+        auto& pick =
+            rarest[std::uniform_int_distribution<std::size_t>(0, rarest.size() - 1)(rng_)];
+        return {pick.second, pick.first};
+      }
+      // Nothing in flight and nothing this child may take: give siblings a
+      // moment to spread their share, then take any piece rather than stall.
+      if (!share_only || total_in_flight_ > 0 || !missing_idle) break;
+      if (idle_since_ == clock::time_point{}) idle_since_ = now;
+      if (now - idle_since_ < kShareWait) {
+        wake_later(kShareWait - (now - idle_since_));
+        break;
+      }
+      share_only = false;
     }
     if (missing_idle) return {};
     // Endgame: every missing piece is in flight; duplicate one from another parent.
@@ -856,6 +913,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   int reconnect_failures_ = 0;
   bool ever_decided_ = false;
   bool is_source_ = false;
+  // Since when this child has had nothing it may fetch (see choose()).
+  clock::time_point idle_since_{};
+  bool wake_pending_ = false;
+  static constexpr clock::duration kShareWait = std::chrono::milliseconds(500);
   bool done_ = false;
   bool ended_ = false;
   bool fell_back_ = false;

@@ -1,8 +1,8 @@
 """With --upload-rate-limit on every daemon, children fetch from several
-parents at once, so the swarm finishes well before the time it would take
-every child to fetch from the source alone. (The ideal is close to one child's
-time from one parent; see the printed figures: the scheduler's parent sets
-change often under upload load, and children then lean on the source.)"""
+parents at once and a piece held by one parent leaves it about once, so the
+swarm finishes near one child's time from one parent (the fluid bound here),
+not N times it. Measured on a 2-core VM: 8.4-8.8 s against 5.3 s for one node
+and 21.3 s for every child from the source."""
 
 from __future__ import annotations
 
@@ -56,4 +56,5 @@ def test_children_use_several_parents(registry, scheduler_factory, shoald_factor
     # several parents contributed a real share to each child
     for name, per_parent in spread.items():
         assert sum(1 for f in per_parent.values() if f >= 0.1) >= 2, (name, per_parent)
-    assert took <= 0.8 * source_only, f"{took:.1f} s"
+    # Near one node's time, not N times it (margin for a loaded CI machine).
+    assert took <= 2.5 * one_parent, f"{took:.1f} s against {one_parent:.1f} s for one node"
