@@ -24,8 +24,8 @@ class registry {
   // --- hosts
   // Upserts a host from its heartbeat (info.id() must be non-empty).
   host& announce(const v1::Host& info, time_point now);
-  // The host a peer registers from; created as an unannounced placeholder
-  // (no address yet, expires like any host) if the heartbeat has not arrived.
+  // The host a peer registers from; if its heartbeat has not arrived yet, an
+  // unannounced record is created (no address yet, expires like any host).
   host& ensure_host(const host_id& id, time_point now);
   host* find_host(const host_id& id);
   const host* find_host(const host_id& id) const;

@@ -907,7 +907,28 @@ def metric_with_labels(metrics: dict, name: str, **labels) -> float:
     return total
 
 
-class Shoald:
+class _Daemon:
+    """A restartable process of ours (shoald, shoal-scheduler)."""
+
+    proc: "Proc | None" = None
+
+    def _end(self, how) -> int:
+        """Ends the process with how(proc); returns its exit status."""
+        if self.proc is None:
+            return 0
+        rc = how(self.proc)
+        self.proc = None
+        self._stopped()
+        return rc
+
+    def _stopped(self) -> None:
+        """Clean-up after the process ended."""
+
+    def kill9(self) -> int:
+        return self._end(lambda p: p.kill9())
+
+
+class Shoald(_Daemon):
     """One shoald process; data dir survives restarts (start/stop again)."""
 
     def __init__(self, workdir: Path, name: str = "shoald", extra_args: list[str] | None = None,
@@ -957,22 +978,9 @@ class Shoald:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM; returns the exit status (0 = graceful)."""
-        if self.proc is None:
-            return 0
-        rc = self.proc.stop(signal.SIGTERM, timeout=timeout)
-        self.proc = None
-        self._rm_socket()
-        return rc
+        return self._end(lambda p: p.stop(signal.SIGTERM, timeout=timeout))
 
-    def kill9(self) -> int:
-        if self.proc is None:
-            return 0
-        rc = self.proc.kill9()
-        self.proc = None
-        self._rm_socket()
-        return rc
-
-    def _rm_socket(self):
+    def _stopped(self) -> None:
         try:
             self.api_socket.unlink()
         except FileNotFoundError:
@@ -1374,7 +1382,7 @@ def scheduler_binary() -> Path:
     return build_dir() / "scheduler" / "shoal-scheduler"
 
 
-class Scheduler:
+class Scheduler(_Daemon):
     """One shoal-scheduler on 127.0.0.1:<free ports>; restartable on the same ports."""
 
     def __init__(self, workdir: Path, name: str = "scheduler",
@@ -1406,18 +1414,7 @@ class Scheduler:
         return self
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.proc is None:
-            return 0
-        rc = self.proc.stop(signal.SIGTERM, timeout=timeout)
-        self.proc = None
-        return rc
-
-    def kill9(self) -> int:
-        if self.proc is None:
-            return 0
-        rc = self.proc.kill9()
-        self.proc = None
-        return rc
+        return self._end(lambda p: p.stop(signal.SIGTERM, timeout=timeout))
 
     def metrics(self) -> dict:
         r = http_request("127.0.0.1", self.http_port, "GET", "/metrics", timeout=5.0)
