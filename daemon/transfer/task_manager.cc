@@ -23,8 +23,10 @@ auto log() { return logger("transfer"); }
 // Runs on the blocking pool, off the I/O thread: hashes each piece from the
 // page cache if asked (the piece digests the swarm verifies against; empty
 // otherwise), then fdatasyncs the file so the pieces can be recorded finished.
-awaitable<result<std::vector<std::string>>> hash_and_sync(
-    std::shared_ptr<storage::task_handle> h, std::vector<pending_piece> pieces, bool hash_pieces) {
+result<std::vector<std::string>> hash_and_sync_now(storage::task_handle& handle,
+                                                   const std::vector<pending_piece>& pieces,
+                                                   bool hash_pieces) {
+  storage::task_handle* h = &handle;
   const auto& meta = h->meta();
   std::vector<std::string> hexes;
   std::vector<char> buf(hash_pieces ? 1 << 20 : 0);
@@ -39,16 +41,21 @@ awaitable<result<std::vector<std::string>>> hash_and_sync(
     std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
     while (left > 0) {
       auto got = h->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(left, buf.size())));
-      if (!got) co_return std::move(got).error();
-      if (*got == 0) co_return error(errc::io, "short read from " + h->path().string());
+      if (!got) return std::move(got).error();
+      if (*got == 0) return error(errc::io, "short read from " + h->path().string());
       hash.update(std::span<const char>(buf.data(), *got));
       off += *got;
       left -= *got;
     }
     hexes.push_back(hash.finish_hex());
   }
-  if (auto r = h->sync(); !r) co_return std::move(r).error();
-  co_return hexes;
+  if (auto r = h->sync(); !r) return std::move(r).error();
+  return hexes;
+}
+
+awaitable<result<std::vector<std::string>>> hash_and_sync(
+    std::shared_ptr<storage::task_handle> h, std::vector<pending_piece> pieces, bool hash_pieces) {
+  co_return hash_and_sync_now(*h, pieces, hash_pieces);
 }
 }  // namespace
 
@@ -134,7 +141,23 @@ std::size_t task_manager::active() const { return downloading_.size(); }
 void task_manager::stop() {
   stopped_ = true;
   auto tasks = downloading_;
-  for (auto& [id, t] : tasks) finish(t, error(errc::cancelled, "shoald is shutting down"));
+  for (auto& [id, t] : tasks) {
+    // Record every written piece before stopping (the group commit may be
+    // pausing or mid-sync), so a restart does not fetch them again. Blocking
+    // here is fine: the daemon is shutting down.
+    auto pending = t->committing_;
+    pending.insert(pending.end(), t->unsynced_.begin(), t->unsynced_.end());
+    if (!pending.empty()) {
+      if (auto hexes = hash_and_sync_now(*t->handle_, pending, opts_.piece_digests)) {
+        for (std::size_t i = 0; i < pending.size(); ++i)
+          (void)t->handle_->mark_piece_finished(pending[i].index, (*hexes)[i]);
+      } else {
+        log()->warn("task {}: pieces written before shutdown not recorded: {}",
+                    t->digest_.hex.substr(0, 12), hexes.error().describe());
+      }
+    }
+    finish(t, error(errc::cancelled, "shoald is shutting down"));
+  }
 }
 
 result<std::shared_ptr<task>> task_manager::acquire(const digest& d, std::uint64_t content_length,
@@ -225,6 +248,7 @@ awaitable<void> task_manager::sync_loop(std::shared_ptr<task> t) {
     }
     auto batch = std::move(t->unsynced_);
     t->unsynced_.clear();
+    t->committing_ = batch;  // for stop(): a shutdown must not lose them
     auto hexes = co_await asio::co_spawn(blocking_.get_executor(),
                                          hash_and_sync(t->handle_, batch, opts_.piece_digests),
                                          use_awaitable);
@@ -243,7 +267,9 @@ awaitable<void> task_manager::sync_loop(std::shared_ptr<task> t) {
                    batch[i].index, bool(t->on_durable_));
       if (t->on_durable_) t->on_durable_(batch[i]);
     }
+    t->committing_.clear();
   }
+  t->committing_.clear();
   t->syncing_ = false;
   t->notify();
 }

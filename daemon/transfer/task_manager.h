@@ -111,6 +111,7 @@ class task : public std::enable_shared_from_this<task> {
   std::optional<error> error_;
   std::vector<bool> readable_;
   std::vector<pending_piece> unsynced_;  // written, not yet durable
+  std::vector<pending_piece> committing_;  // the batch being synced now
   std::uint64_t version_ = 0;
   // Lowest piece a local reader waits for (the swarm fetches it first).
   std::uint32_t reader_next_ = UINT32_MAX;
