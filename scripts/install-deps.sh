@@ -12,6 +12,9 @@ PACKAGES=(
   # real peers for tests and the demo
   docker-registry skopeo containerd curl apache2-utils python3 python3-pytest
   iproute2 procps
+  # benchmarks (network namespaces, load) and operating (dashboard browser test,
+  # promtool, systemd-analyze, ModelPack schema checks)
+  wrk chromium chromium-driver prometheus systemd python3-jsonschema
 )
 
 missing=()
@@ -26,4 +29,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all ${#PACKAGES[@]} packages present"
+fi
+
+# The dashboard is built with the machine's Node.js and npm (the npm registry
+# is reachable; Debian's npm package would conflict with a Node.js that ships its own).
+if ! command -v npm >/dev/null; then
+  echo "install-deps: npm not found; installing Debian's nodejs and npm"
+  DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -q --no-install-recommends nodejs npm
 fi

@@ -6,7 +6,7 @@
 #include <list>
 
 #include "common/log.h"
-#include "shoalctl/command.h"
+#include "daemon/ctl/command.h"
 
 namespace shoal::ctl {
 std::vector<command_entry>& commands() {

@@ -1,7 +1,7 @@
 // shoalctl version: prints the version of this build.
 #include <iostream>
 
-#include "shoalctl/command.h"
+#include "daemon/ctl/command.h"
 
 namespace {
 shoal::ctl::registration reg{"version", [](CLI::App& app, shoal::ctl::runner& run) {
