@@ -35,5 +35,8 @@ fi
 # is reachable; Debian's npm package would conflict with a Node.js that ships its own).
 if ! command -v npm >/dev/null; then
   echo "install-deps: npm not found; installing Debian's nodejs and npm"
-  DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -q --no-install-recommends nodejs npm
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nodejs npm
 fi
