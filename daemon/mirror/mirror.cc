@@ -13,6 +13,7 @@
 #include "common/piece.h"
 #include "common/reference.h"
 #include "common/sha256.h"
+#include "daemon/model/manifest.h"
 #include "daemon/mirror/range.h"
 #include "daemon/mirror/send_file.h"
 
@@ -81,7 +82,17 @@ mirror::mirror(source::registry_client& origin, transfer::task_manager& tasks,
                       .with()),
       cache_misses_(
           reg.add_counter("shoal_cache_misses_total", "Blob requests that needed a download")
-              .with()) {}
+              .with()),
+      prefetch_(tasks.executor(), tasks, store, reg, opts_.prefetch_parallel) {}
+
+void mirror::maybe_prefetch(const route& r, const http::request& req, std::string_view media_type,
+                            std::string_view body) {
+  if (!opts_.prefetch || req.method() != bhttp::verb::get) return;
+  if (!model::looks_like_modelpack(media_type, body)) return;
+  auto m = model::parse_manifest(body);
+  if (!m) return;
+  prefetch_.add(*m, r.target(req));
+}
 
 awaitable<bool> mirror::handle(http::request req, http::beast::tcp_stream& stream) {
   route r;
@@ -236,6 +247,7 @@ awaitable<bool> mirror::handle_manifest(const http::request& req, route r,
         }
         auth_ok_[key] = {std::chrono::steady_clock::now() + opts_.auth_cache_ttl, {}};
       }
+      maybe_prefetch(r, req, cached->media_type, cached->body);
       co_return co_await reply_manifest(req, stream, cached->media_type, cached->body, want->str());
     }
   }
@@ -282,6 +294,7 @@ awaitable<bool> mirror::handle_manifest(const http::request& req, route r,
     log()->warn("caching manifest {}: {}", got, put.error().describe());
   auth_ok_[auth_key(req, r, d->hex)] = {std::chrono::steady_clock::now() + opts_.auth_cache_ttl,
                                         {}};
+  maybe_prefetch(r, req, res->content_type, res->body);
   co_return co_await reply_manifest(req, stream, res->content_type, res->body, got);
 }
 

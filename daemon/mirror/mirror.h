@@ -14,6 +14,7 @@
 
 #include "common/http.h"
 #include "common/metrics.h"
+#include "daemon/mirror/prefetch.h"
 #include "daemon/source/registry_client.h"
 #include "daemon/storage/store.h"
 #include "daemon/transfer/task_manager.h"
@@ -25,12 +26,18 @@ struct options {
   std::size_t manifest_limit = 4 << 20;     // bytes
   std::chrono::seconds auth_cache_ttl{30};  // how long an upstream HEAD proves access
   std::size_t write_chunk = 1 << 20;        // bytes per write to the client
+  // Start every layer of a ModelPack manifest when it passes through (--no-prefetch: off).
+  bool prefetch = true;
+  std::size_t prefetch_parallel = 8;  // prefetch downloads in flight per daemon
 };
 
 class mirror {
  public:
   mirror(source::registry_client& origin, transfer::task_manager& tasks, storage::store& store,
          metrics::registry& reg, options opts);
+  // Stops starting prefetch downloads (shutdown).
+  void stop() { prefetch_.stop(); }
+  const prefetcher& prefetch() const { return prefetch_; }
   // The HTTP handler for the mirror's listener.
   boost::asio::awaitable<bool> handle(http::request req, http::beast::tcp_stream& stream);
 
@@ -69,6 +76,10 @@ class mirror {
   metrics::counter& client_bytes_;
   metrics::counter& cache_hits_;
   metrics::counter& cache_misses_;
+  // Starts the layers of a ModelPack manifest body (if it is one).
+  void maybe_prefetch(const route& r, const http::request& req, std::string_view media_type,
+                      std::string_view body);
+  prefetcher prefetch_;
   // Upstream HEADs that proved a credential may read a blob or manifest.
   std::map<std::string, std::pair<std::chrono::steady_clock::time_point, upstream_check>> auth_ok_;
 };
