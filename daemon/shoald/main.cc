@@ -20,6 +20,9 @@
 #include "common/metrics.h"
 #include "common/sha256.h"
 #include "common/units.h"
+#include "daemon/api/pulls.h"
+#include "daemon/api/routes.h"
+#include "daemon/api/server.h"
 #include "daemon/mirror/mirror.h"
 #include "daemon/source/registry_client.h"
 #include "daemon/storage/store.h"
@@ -39,6 +42,8 @@ struct flags {
   std::string peer_listen = "0.0.0.0:7401";
   std::string admin_listen = "127.0.0.1:7402";
   std::string api_socket = "/run/shoal/shoald.sock";
+  std::string api_listen;  // optional TCP address of the local API
+  bool no_prefetch = false;
   std::vector<std::string> insecure_registries;
   std::string default_registry;
   std::string gc_high = "90%";
@@ -106,6 +111,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--api-socket", f.api_socket, "Unix socket of the local API (shoalctl, CSI)")
       ->capture_default_str();
+  app.add_option("--api-listen", f.api_listen,
+                 "Also serve the local API on this TCP HOST:PORT (off by default; it has no "
+                 "authentication: keep it on loopback)");
+  app.add_flag("--no-prefetch", f.no_prefetch,
+               "Do not start a ModelPack manifest's layers when the manifest passes through the "
+               "mirror");
   app.add_option("--insecure-registry", f.insecure_registries,
                  "HOST[:PORT] reached over plain http; loopback/private addresses are allowed "
                  "only for these (repeatable)");
@@ -160,6 +171,12 @@ int main(int argc, char** argv) {
   if (!mirror_ep) return fail("--mirror-listen: " + mirror_ep.error().message);
   auto admin_ep = shoal::http::parse_endpoint(f.admin_listen);
   if (!admin_ep) return fail("--admin-listen: " + admin_ep.error().message);
+  std::optional<boost::asio::ip::tcp::endpoint> api_ep;
+  if (!f.api_listen.empty()) {
+    auto ep = shoal::http::parse_endpoint(f.api_listen);
+    if (!ep) return fail("--api-listen: " + ep.error().message);
+    api_ep = *ep;
+  }
   auto peer_ep = shoal::http::parse_endpoint(f.peer_listen);
   if (!peer_ep) return fail("--peer-listen: " + peer_ep.error().message);
   auto up_rate = shoal::parse_bytes(f.upload_rate_limit);
@@ -259,7 +276,24 @@ int main(int argc, char** argv) {
     }
     shoal::mirror::options mopts;
     mopts.default_registry = f.default_registry;
+    mopts.prefetch = !f.no_prefetch;
     shoal::mirror::mirror mirror(origin, tasks, **store, reg, mopts);
+
+    // The local API: routes by area (daemon/api/routes.h), unix socket + optional TCP.
+    shoal::api::pull_manager pulls(io.get_executor(), origin, tasks, **store,
+                                   std::filesystem::path(f.data_dir) / "content", reg);
+    shoal::api::router api_routes;
+    shoal::api::add_pull_routes(api_routes, pulls);
+    shoal::api::add_task_routes(api_routes, tasks, **store);
+    shoal::api::server api_srv(io.get_executor(), api_routes);
+    if (auto r = api_srv.listen_unix(f.api_socket); !r) return fail(r.error().message);
+    if (api_ep) {
+      if (auto r = api_srv.listen_tcp(*api_ep); !r) return fail(r.error().message);
+      if (!api_ep->address().is_loopback())
+        log->warn("--api-listen {} is not a loopback address: anyone who reaches it can write "
+                  "model directories as shoald's user",
+                  f.api_listen);
+    }
 
     shoal::http::server mirror_srv(io.get_executor(), "mirror");
     if (auto r = mirror_srv.listen(*mirror_ep, "--mirror-listen"); !r) return fail(r.error().message);
@@ -272,6 +306,7 @@ int main(int argc, char** argv) {
     admin_srv.start([&](shoal::http::request req, boost::beast::tcp_stream& s) {
       return admin(std::move(req), s, reg, **store, disk, evictions, ready);
     });
+    api_srv.start();
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
@@ -280,6 +315,9 @@ int main(int argc, char** argv) {
       ready = false;
       mirror_srv.stop();
       admin_srv.stop();
+      api_srv.stop();
+      pulls.stop();
+      mirror.stop();
       if (peer_srv) peer_srv->stop();
       if (swarm) swarm->stop();
       if (sched) sched->stop();
@@ -288,8 +326,9 @@ int main(int argc, char** argv) {
       asio::post(io, [&io] { io.stop(); });
     });
     ready = true;
-    log->info("shoald ready: mirror {} admin {} data {} default registry '{}'",
-              f.mirror_listen, f.admin_listen, f.data_dir, f.default_registry);
+    log->info("shoald ready: mirror {} admin {} api {}{} data {} default registry '{}'",
+              f.mirror_listen, f.admin_listen, f.api_socket,
+              api_ep ? " and " + f.api_listen : std::string(), f.data_dir, f.default_registry);
     if (swarm_mode)
       log->info("swarm: host {} peer server {} (advertised {}), {} scheduler(s)", f.host_id,
                 f.peer_listen, f.advertise_addr, f.schedulers.size());
