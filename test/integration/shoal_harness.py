@@ -1437,3 +1437,244 @@ def swarm_args(sched: "Scheduler | list[Scheduler]", extra: list[str] | None = N
 def peer_bytes(d: Shoald) -> float:
     """Verified piece bytes a daemon got from parents (its own counter)."""
     return d.metrics().get("shoal_peer_bytes_total", 0.0)
+
+
+# --------------------------------------------------------------------------
+# Models: ModelPack trees, the local API (unix socket), shoalctl
+# --------------------------------------------------------------------------
+
+MODEL_MTIME = 1735689600  # 2025-01-01T00:00:00Z, in the file metadata annotations
+TAR_MTIME = 1700000000
+
+
+def shoalctl_binary() -> Path:
+    env = os.environ.get("SHOALCTL_BIN")
+    if env:
+        return Path(env)
+    return build_dir() / "daemon" / "ctl" / "shoalctl"
+
+
+def _model_types(legacy: bool) -> dict:
+    ns = "cnai" if legacy else "cncf"
+    return {
+        "artifact": f"application/vnd.{ns}.model.manifest.v1+json",
+        "config": f"application/vnd.{ns}.model.config.v1+json",
+        "layer": lambda kind, fmt: f"application/vnd.{ns}.model.{kind}.v1.{fmt}",
+        "filepath": f"org.{ns}.model.filepath",
+        "metadata": f"org.{ns}.model.file.metadata+json",
+    }
+
+
+def tar_of_tree(src: Path, top: str, fmt: str = "tar") -> bytes:
+    """A tar of src/top (directories and files in lexical order, modes kept,
+    mtime TAR_MTIME), compressed per fmt: tar, tar+gzip, tar+zstd."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        paths = [src / top] + sorted((src / top).rglob("*"))
+        for p in paths:
+            rel = p.relative_to(src).as_posix()
+            st = p.lstat()
+            ti = tarfile.TarInfo(rel)
+            ti.mtime = TAR_MTIME
+            ti.mode = st.st_mode & 0o7777
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            if p.is_symlink():
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = os.readlink(p)
+                tf.addfile(ti)
+            elif p.is_dir():
+                ti.type = tarfile.DIRTYPE
+                tf.addfile(ti)
+            else:
+                data = p.read_bytes()
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    if fmt == "tar+gzip":
+        return gzip.compress(raw, mtime=0)
+    if fmt == "tar+zstd":
+        return subprocess.run(["zstd", "-q", "-c"], input=raw, stdout=subprocess.PIPE,
+                              check=True).stdout
+    return raw
+
+
+def _write(path: Path, data: bytes, mode: int, mtime: int | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def build_model_tree(root: Path, src: Path, weight_sizes=(24 * MiB, 8 * MiB), tag: str = "v1",
+                     legacy: bool = False, extra_tar: tuple[str, bytes, str] | None = None
+                     ) -> Artifact:
+    """Writes `src`, a model directory (what a pull must reproduce), and an OCI
+    layout of it: raw layers (two weight shards, a nested tokenizer file, an
+    executable script, with file metadata: mode, mtime), a `config/` tar layer
+    with nested directories, `docs/` as tar+gzip, `code/` as tar+zstd.
+    legacy=True uses the older vnd.cnai / org.cnai names throughout.
+    extra_tar=(kind, blob bytes, fmt) adds one more tar layer (e.g. a malicious one)."""
+    t = _model_types(legacy)
+    src = Path(src)
+    src.mkdir(parents=True, exist_ok=True)
+    lay = OciLayout(root)
+    layers: list[Blob] = []
+    raws = [(f"model-0000{i + 1}-of-0000{len(weight_sizes)}.safetensors", s, 0o444, "weight")
+            for i, s in enumerate(weight_sizes)]
+    raws += [("tokenizer/tokenizer.json", 3000, 0o444, "weight.config"),
+             ("scripts/serve.sh", 200, 0o555, "code")]
+    for rel, size, mode, kind in raws:
+        data = os.urandom(size)
+        _write(src / rel, data, mode, MODEL_MTIME)
+        meta = {"name": Path(rel).name, "mode": mode, "uid": 0, "gid": 0, "size": size,
+                "mtime": "2025-01-01T00:00:00Z", "typeflag": 48}
+        layers.append(lay.add_bytes(data, t["layer"](kind, "raw"),
+                                    {t["filepath"]: rel, t["metadata"]: json.dumps(meta)}))
+    # tar layers: nested directories with their own modes
+    _write(src / "config/config.json", json.dumps({"nonce": os.urandom(8).hex()}).encode(), 0o644)
+    _write(src / "config/generation/generation_config.json", b'{"top_p": 0.9}\n', 0o600)
+    _write(src / "docs/README.md", b"# test model\n" + os.urandom(4).hex().encode(), 0o644)
+    _write(src / "docs/LICENSE", b"Apache-2.0\n", 0o644)
+    _write(src / "code/pkg/__init__.py", b"", 0o644)
+    _write(src / "code/pkg/sub/mod.py", b"print('hi')\n", 0o755)
+    os.chmod(src / "config/generation", 0o750)
+    for d in [src / "config", src / "docs", src / "code", src / "code/pkg", src / "code/pkg/sub"]:
+        os.chmod(d, 0o755)
+    for top, fmt, kind in [("config", "tar", "weight.config"), ("docs", "tar+gzip", "doc"),
+                           ("code", "tar+zstd", "code")]:
+        for p in [src / top] + list((src / top).rglob("*")):
+            os.utime(p, (TAR_MTIME, TAR_MTIME), follow_symlinks=False)
+        layers.append(lay.add_bytes(tar_of_tree(src, top, fmt), t["layer"](kind, fmt),
+                                    {t["filepath"]: top}))
+    if extra_tar:
+        kind, data, fmt = extra_tar
+        layers.append(lay.add_bytes(data, t["layer"](kind, fmt), {t["filepath"]: "extra"}))
+    cfg = {"descriptor": {"name": "shoal-model-tree", "version": "1"},
+           "config": {"format": "safetensors"},
+           "modelfs": {"type": "layers", "diffIds": [b.digest for b in layers]}}
+    config = lay.add_bytes(json.dumps(cfg).encode(), t["config"])
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": t["artifact"],
+                "config": config.descriptor(), "layers": [b.descriptor() for b in layers]}
+    return lay.add_manifest(manifest, tag, config, layers)
+
+
+def push_model_tree(registry: Registry, workdir: Path, repo: str, **kw) -> tuple[Artifact, Path]:
+    """build_model_tree + skopeo push; returns (artifact, source directory)."""
+    name = repo.replace("/", "_")
+    src = Path(workdir) / f"src-{name}"
+    art = build_model_tree(Path(workdir) / f"layout-{name}", src, **kw)
+    push_artifact(art, registry, repo, Path(workdir) / "skopeo.log")
+    return art, src
+
+
+def evil_tar(kind: str, outside: Path) -> bytes:
+    """A tar that tries to write outside the directory it is extracted to.
+    kind: dotdot, absolute, symlink, hardlink. `outside` is an absolute path
+    the tar aims at (it must not exist afterwards)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        def add_file(name, data=b"pwned\n"):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mode = 0o644
+            tf.addfile(ti, io.BytesIO(data))
+        add_file("extra/ok.txt", b"fine\n")
+        if kind == "dotdot":
+            add_file("extra/../../../../../../.." + str(outside))
+        elif kind == "absolute":
+            add_file(str(outside))
+        elif kind == "symlink":
+            ti = tarfile.TarInfo("extra/link")
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = str(outside.parent)
+            tf.addfile(ti)
+            add_file("extra/link/" + outside.name)
+        elif kind == "hardlink":
+            ti = tarfile.TarInfo("extra/hard")
+            ti.type = tarfile.LNKTYPE
+            ti.linkname = "../../../../../../.." + str(outside)
+            tf.addfile(ti)
+        else:
+            raise ValueError(kind)
+    return buf.getvalue()
+
+
+def tree_listing(root: Path, skip=(".shoal-pull.json",)) -> dict:
+    """rel path → (type, mode, sha256 or link target) for everything under root."""
+    out = {}
+    root = Path(root)
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if rel in skip:
+            continue
+        st = p.lstat()
+        mode = st.st_mode & 0o7777
+        if p.is_symlink():
+            out[rel] = ("link", 0, os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("dir", mode, "")
+        else:
+            out[rel] = ("file", mode, sha256_file(p))
+    return out
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("shoald", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def api_request(sock_path: Path | str, method: str, path: str, body=None,
+                timeout: float = 30.0, headers: dict | None = None) -> tuple[int, object]:
+    """One request to shoald's local API; returns (status, parsed JSON or raw text)."""
+    c = _UnixHTTPConnection(str(sock_path), timeout)
+    try:
+        data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+        hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        hdrs.update(headers or {})
+        c.request(method, path, body=data, headers=hdrs)
+        r = c.getresponse()
+        raw = r.read().decode()
+        try:
+            return r.status, json.loads(raw)
+        except ValueError:
+            return r.status, raw
+    finally:
+        c.close()
+
+
+def api_events(sock_path: Path | str, method: str, path: str, body=None,
+               timeout: float = 300.0) -> tuple[int, list[dict]]:
+    """A streamed (NDJSON) API response, read to the end: (status, events)."""
+    c = _UnixHTTPConnection(str(sock_path), timeout)
+    try:
+        data = None if body is None else json.dumps(body)
+        c.request(method, path, body=data, headers={"Accept": "application/x-ndjson",
+                                                    "Content-Type": "application/json"})
+        r = c.getresponse()
+        events = []
+        for line in r:
+            line = line.strip()
+            if line:
+                events.append(json.loads(line))
+        return r.status, events
+    finally:
+        c.close()
+
+
+def shoalctl(args: list, log_path: Path, timeout: float = 600,
+             check: bool = False) -> subprocess.CompletedProcess:
+    return run([shoalctl_binary()] + list(args), log_path, timeout=timeout, check=check)
+
+
+def cache_file(d: "Shoald", digest: str) -> Path:
+    hexd = digest.split(":", 1)[1]
+    return d.data_dir / "content" / hexd[:2] / hexd
