@@ -24,7 +24,7 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 }
 
 bool modelpack_type(std::string_view t) {
-  return t == kArtifactType || t == kLegacyArtifactType || t == kConfigType ||
+  return t == kModelArtifactType || t == kLegacyModelArtifactType || t == kConfigType ||
          t == kLegacyConfigType;
 }
 

@@ -24,8 +24,8 @@
 
 namespace shoal::model {
 
-inline constexpr std::string_view kArtifactType = "application/vnd.cncf.model.manifest.v1+json";
-inline constexpr std::string_view kLegacyArtifactType =
+inline constexpr std::string_view kModelArtifactType = "application/vnd.cncf.model.manifest.v1+json";
+inline constexpr std::string_view kLegacyModelArtifactType =
     "application/vnd.cnai.model.manifest.v1+json";
 inline constexpr std::string_view kConfigType = "application/vnd.cncf.model.config.v1+json";
 inline constexpr std::string_view kLegacyConfigType = "application/vnd.cnai.model.config.v1+json";
