@@ -279,3 +279,37 @@ def test_api_shapes_and_errors(registry, shoald_factory, test_dir):
     assert "another process" in d2.log_tail(), d2.log_tail()
     d2.proc = None  # it exited: nothing to stop (and its socket path is d's)
     assert h.api_request(sock, "GET", "/v1/pulls")[0] == 200
+
+
+def test_progress_bar_on_a_terminal_and_ctrl_c_cancels(registry, shoald_factory, test_dir):
+    size = 48 * h.MiB
+    art, src = h.push_model_tree(registry, test_dir, "models/tty", weight_sizes=(size,))
+    d = daemon(shoald_factory, registry, extra=["--download-rate-limit", "16MiB"])
+    ref = f"{registry.hostport}/models/tty:v1"
+    # on a terminal (script(1) gives shoalctl a pty): live bars, rate and ETA
+    out = test_dir / "model"
+    cmd = (f"{h.shoalctl_binary()} pull {ref} --output {out} "
+           f"--daemon unix:{d.api_socket}")
+    r = h.run(["script", "-qec", cmd, "/dev/null"], test_dir / "tty.log", check=False)
+    assert r.returncode == 0, r.stdout
+    assert "\x1b[1A" in r.stdout and "ETA" in r.stdout and "/s" in r.stdout, r.stdout[-2000:]
+    assert "model-00001-of-00001.safetensors" in r.stdout
+    assert_same_tree(out, src)
+    # Ctrl-C (SIGINT) cancels the pull inside shoald
+    st, resp = h.api_request(d.api_socket, "DELETE", f"/v1/tasks/{art.layers[0].digest}")
+    assert st == 200, resp
+    out2 = test_dir / "model2"
+    p = h.Proc("shoalctl", [h.shoalctl_binary(), "pull", ref, "--output", out2,
+                            "--daemon", f"unix:{d.api_socket}"], test_dir / "sigint.log")
+
+    def downloading():
+        _, body = h.api_request(d.api_socket, "GET", "/v1/pulls")
+        return any(x["output_dir"] == str(out2) and x["bytes_done"] > 0 for x in body["pulls"])
+    h.wait_until(downloading, 60)
+    p.send_signal(2)
+    assert p.wait(timeout=30) == 1
+    _, body = h.api_request(d.api_socket, "GET", "/v1/pulls")
+    job = next(x for x in body["pulls"] if x["output_dir"] == str(out2))
+    assert job["state"] == "cancelled", job
+    assert not out2.exists()
+    assert "cancelling pull" in p.log_tail()
