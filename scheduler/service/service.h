@@ -55,6 +55,8 @@ class service final : private decision_sink {
   void shutdown(duration grace);
 
   scheduler_metrics& metrics() noexcept { return metrics_; }
+  // The scheduler's state, for read-only views (the dashboard). Owner thread only.
+  const engine& state() const noexcept { return engine_; }
 
  private:
   class grpc_service;
