@@ -61,7 +61,7 @@ json::object task_summary(const view_context& v, const task& t, time_point now) 
   o["piece_count"] = t.piece_count();
   o["state"] = std::string(to_string(t.state()));
   o["active"] = t.state() == task_state::running || running > 0;
-  o["peers"] = json::object{{"total", t.peers().size()},
+  o["peer_counts"] = json::object{{"total", t.peers().size()},
                             {"running", running},
                             {"done", done},
                             {"failed", failed}};

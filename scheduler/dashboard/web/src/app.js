@@ -83,10 +83,11 @@ function ensureChart(series) {
     chart = new uPlot({
       width,
       height: 240,
+      cursor: { points: { show: false } },
       series: [
         {},
-        { label: 'from peers', stroke: '#2a7ae2', fill: 'rgba(42,122,226,0.12)', value: (u, v) => rate(v) },
-        { label: 'from the registry', stroke: '#d9534f', fill: 'rgba(217,83,79,0.10)', value: (u, v) => rate(v) },
+        { label: 'from peers', points: { show: false }, stroke: '#2a7ae2', fill: 'rgba(42,122,226,0.12)', value: (u, v) => rate(v) },
+        { label: 'from the registry', points: { show: false }, stroke: '#d9534f', fill: 'rgba(217,83,79,0.10)', value: (u, v) => rate(v) },
       ],
       axes: [{}, { size: 80, values: (u, vals) => vals.map((v) => rate(v)) }],
       scales: { y: { range: (u, min, max) => [0, Math.max(max, 1024 * 1024)] } },
@@ -142,8 +143,8 @@ function renderTasks(list) {
       h('td', {}, h('a', { href: `#/task/${t.id}` }, h('code', {}, shortDigest(t.digest)))),
       h('td', {}, t.repository || t.url || '–'),
       h('td', { class: 'num' }, bytes(t.content_length)),
-      h('td', { class: 'num peers-done' }, `${t.peers.done}`),
-      h('td', { class: 'num peers-running' }, `${t.peers.running}`),
+      h('td', { class: 'num peers-done' }, `${t.peer_counts.done}`),
+      h('td', { class: 'num peers-running' }, `${t.peer_counts.running}`),
       progressCell(t.progress),
       h('td', { class: 'num' }, bytes(t.bytes_from_registry)),
       h('td', { class: 'num' }, bytes(t.bytes_from_peers)),
@@ -158,9 +159,9 @@ function renderTask(t) {
   $('#task-digest').textContent = t.digest;
   $('#task-summary').textContent =
     `${t.repository || t.url || ''} · ${bytes(t.content_length)} in ${t.piece_count} pieces of ${bytes(t.piece_length)}` +
-    ` · ${t.state} · ${t.peers.done} done, ${t.peers.running} in progress · ${pct(t.progress)}` +
+    ` · ${t.state} · ${t.peer_counts.done} done, ${t.peer_counts.running} in progress · ${pct(t.progress)}` +
     ` · registry ${bytes(t.bytes_from_registry)}, peers ${bytes(t.bytes_from_peers)}`;
-  replaceRows($('#peers-table tbody'), t.peers_list.map((p) =>
+  replaceRows($('#peers-table tbody'), t.peers.map((p) =>
     h('tr', { 'data-host-id': p.host_id },
       h('td', {}, h('code', {}, p.host_id), p.source ? ' (source)' : ''),
       h('td', {}, p.zone || '–'),
@@ -179,7 +180,7 @@ function renderTask(t) {
 function renderGraph(t) {
   const svg = $('#task-graph');
   const W = 720, H = 420, cx = 420, cy = 210, r = 160;
-  const ids = t.peers_list.map((p) => p.host_id);
+  const ids = t.peers.map((p) => p.host_id);
   for (const e of t.edges) {
     if (e.from && !ids.includes(e.from)) ids.push(e.from);
     if (!ids.includes(e.to)) ids.push(e.to);
@@ -190,10 +191,10 @@ function renderGraph(t) {
     const a = (2 * Math.PI * i) / Math.max(1, ids.length) - Math.PI / 2;
     pos.set(id, { x: cx + r * Math.cos(a), y: cy + r * Math.sin(a) });
   });
-  const done = new Set(t.peers_list.filter((p) => p.state === 'done').map((p) => p.host_id));
+  const done = new Set(t.peers.filter((p) => p.state === 'done').map((p) => p.host_id));
   const maxBytes = Math.max(1, ...t.edges.map((e) => e.bytes));
   const kids = [h('svg:defs', {}, h('svg:marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5,
-    markerWidth: 6, markerHeight: 6, orient: 'auto-start-reverse' },
+    markerWidth: 12, markerHeight: 12, markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse' },
   h('svg:path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrow' })))];
   for (const e of t.edges) {
     const a = pos.get(e.from ?? null), b = pos.get(e.to);
@@ -297,8 +298,6 @@ async function poll() {
     if (taskId) {
       try {
         const t = await api(`tasks/${taskId}`);
-        t.peers_list = t.peers; // keep the counts object name distinct from the list
-        t.peers = tasks.tasks.find((x) => x.id === taskId)?.peers ?? { done: 0, running: 0 };
         renderTask(t);
       } catch (e) {
         $('#task-summary').textContent = e.message;
