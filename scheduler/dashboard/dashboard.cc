@@ -85,7 +85,7 @@ bool token_equal(std::string_view a, std::string_view b) {
 
 server::server(const engine& state, const clock& clk, options opts)
     : ctx_{state, clk, opts.version, clk.now()}, opts_(std::move(opts)) {
-  ctx_.preheat = static_cast<bool>(opts_.preheat.start);
+  ctx_.preheat = opts_.preheat != nullptr;
 }
 
 bool server::owns(std::string_view path) { return path != "/healthz" && path != "/metrics"; }
@@ -172,24 +172,40 @@ asio::awaitable<bool> server::api(http::request req, beast::tcp_stream& stream,
                                  error_json("unknown API version: use /api/v1/"));
   std::string_view rest = path.substr(v1.size());
 
+  if (rest == "preheat" && opts_.preheat != nullptr && get_or_head(req))
+    co_return co_await send_json(stream, req, status::ok, preheats_json(opts_.preheat->list()));
   if (rest == "preheat") {
     if (req.method() != bhttp::verb::post)
-      co_return co_await send_json(stream, req, status::method_not_allowed,
-                                   error_json("POST a preheat: {\"reference\": \"REGISTRY/REPO:TAG\"}"));
-    if (!opts_.preheat.start)
+      co_return co_await send_json(
+          stream, req, status::method_not_allowed,
+          error_json("POST a preheat: {\"reference\": \"REGISTRY/REPO:TAG\"}, or GET the list"));
+    if (opts_.preheat == nullptr)
       co_return co_await send_json(stream, req, status::not_implemented,
                                    error_json("this scheduler has no preheat backend"));
     // A form on another site cannot send JSON without a CORS preflight, which we never grant.
     if (!req[bhttp::field::content_type].starts_with("application/json"))
       co_return co_await send_json(stream, req, status::unsupported_media_type,
                                    error_json("send the preheat as Content-Type: application/json"));
-    auto r = opts_.preheat.start(req.body());
+    v1::PreheatRequest pr;
+    boost::system::error_code jec;
+    auto body = boost::json::parse(req.body(), jec);
+    const boost::json::object* o = !jec && body.is_object() ? &body.as_object() : nullptr;
+    const boost::json::value* ref = o ? o->if_contains("reference") : nullptr;
+    const boost::json::value* auth = o ? o->if_contains("authorization") : nullptr;
+    if (ref == nullptr || !ref->is_string() || (auth != nullptr && !auth->is_string()))
+      co_return co_await send_json(
+          stream, req, status::bad_request,
+          error_json("the body must be a JSON object {\"reference\": \"REGISTRY/REPO:TAG\"} "
+                     "(and optionally \"authorization\": \"Basic ...\" for the registry)"));
+    pr.set_reference(std::string(ref->as_string()));
+    if (auth != nullptr) pr.set_authorization(std::string(auth->as_string()));
+    auto r = opts_.preheat->start(pr);
     if (!r)
       co_return co_await send_json(
           stream, req,
           r.error().is(errc::invalid_argument) ? status::bad_request : status::service_unavailable,
           error_json(r.error().message));
-    co_return co_await send_json(stream, req, status::created, std::move(*r));
+    co_return co_await send_json(stream, req, status::created, preheat_json(*r));
   }
   if (!get_or_head(req))
     co_return co_await send_json(stream, req, status::method_not_allowed,
@@ -213,15 +229,18 @@ asio::awaitable<bool> server::api(http::request req, beast::tcp_stream& stream,
     co_return co_await send_json(stream, req, status::ok, std::move(*body));
   }
   if (rest.starts_with("preheat/")) {
-    if (!opts_.preheat.status)
+    if (opts_.preheat == nullptr)
       co_return co_await send_json(stream, req, status::not_implemented,
                                    error_json("this scheduler has no preheat backend"));
-    auto r = opts_.preheat.status(rest.substr(8));
+    std::string_view id = rest.substr(8);
+    if (id.empty() || id.size() > 64 ||
+        id.find_first_not_of("0123456789abcdef") != std::string_view::npos)
+      co_return co_await send_json(stream, req, status::bad_request,
+                                   error_json("a preheat id is the hex id POST returned"));
+    auto r = opts_.preheat->get(std::string(id));
     if (!r)
-      co_return co_await send_json(
-          stream, req, r.error().is(errc::not_found) ? status::not_found : status::bad_request,
-          error_json(r.error().message));
-    co_return co_await send_json(stream, req, status::ok, std::move(*r));
+      co_return co_await send_json(stream, req, status::not_found, error_json(r.error().message));
+    co_return co_await send_json(stream, req, status::ok, preheat_json(*r));
   }
   co_return co_await send_json(
       stream, req, status::not_found,

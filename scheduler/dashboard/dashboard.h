@@ -5,8 +5,9 @@
 //   GET  /api/v1/hosts          every host
 //   GET  /api/v1/tasks          every task
 //   GET  /api/v1/tasks/{id}     one task: peers, parent -> child edges
-//   POST /api/v1/preheat        start a preheat (when a preheat backend is set)
-//   GET  /api/v1/preheat/{id}   its progress
+//   POST /api/v1/preheat        start a preheat {"reference": "..."} (seed hosts fetch it)
+//   GET  /api/v1/preheat        every preheat job kept, newest first
+//   GET  /api/v1/preheat/{id}   one job and each seed's progress
 // With a token, every one of these needs it: `Authorization: Bearer TOKEN`,
 // or the HttpOnly cookie that `/?token=TOKEN` sets for the page.
 //
@@ -21,22 +22,14 @@
 #include "common/http.h"
 #include "common/result.h"
 #include "scheduler/dashboard/views.h"
+#include "scheduler/preheat/preheat_manager.h"
 
 namespace shoal::scheduler::dashboard {
-
-// Hooks to a preheat backend (scheduler/preheat); unset = preheat not offered.
-struct preheat_hooks {
-  // Starts a preheat from a JSON body {"reference": "..."}; returns the JSON to send
-  // (201) or an error (400 for bad input, 503 otherwise).
-  std::function<result<std::string>(std::string_view body)> start;
-  // The JSON of one preheat, or an error (404 when unknown).
-  std::function<result<std::string>(std::string_view id)> status;
-};
 
 struct options {
   std::string token;  // empty: no authentication (loopback addresses only)
   std::string version;
-  preheat_hooks preheat;
+  preheat_manager* preheat = nullptr;  // null: preheat not offered
 };
 
 class server {

@@ -1,6 +1,7 @@
 #include "scheduler/dashboard/views.h"
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <chrono>
 
 namespace shoal::scheduler::dashboard {
@@ -229,6 +230,49 @@ std::optional<std::string> task_json(const view_context& v, const task_id& id) {
   }
   o["edges"] = std::move(edges);
   return json::serialize(o);
+}
+
+json::object preheat_object(const v1::PreheatJob& j) {
+  json::object o;
+  o["id"] = j.id();
+  o["reference"] = j.reference();
+  o["state"] = j.state();
+  o["manifest_digest"] = j.manifest_digest();
+  o["blobs_total"] = j.blobs_total();
+  o["bytes_total"] = j.bytes_total();
+  o["bytes_done"] = j.bytes_done();
+  const double want = static_cast<double>(j.bytes_total()) * j.seeds_size();
+  o["progress"] = j.state() == "succeeded" ? 1.0
+                  : want > 0               ? std::min(1.0, static_cast<double>(j.bytes_done()) / want)
+                                           : 0.0;
+  std::uint32_t blobs_done = 0;
+  json::array seeds;
+  for (const auto& s : j.seeds()) {
+    blobs_done += s.blobs_done();
+    seeds.push_back(json::object{{"host_id", s.host_id()},
+                                 {"state", s.state()},
+                                 {"blobs_total", s.blobs_total()},
+                                 {"blobs_done", s.blobs_done()},
+                                 {"bytes_total", s.bytes_total()},
+                                 {"bytes_done", s.bytes_done()},
+                                 {"error", s.error()},
+                                 {"updated_unix_ms", s.updated_unix_ms()}});
+  }
+  o["blobs_done"] = blobs_done;  // summed over seeds, like bytes_done
+  o["seeds"] = std::move(seeds);
+  o["error"] = j.error();
+  o["created_unix_ms"] = j.created_unix_ms();
+  o["finished_unix_ms"] =
+      j.finished_unix_ms() == 0 ? json::value(nullptr) : json::value(j.finished_unix_ms());
+  return o;
+}
+
+std::string preheat_json(const v1::PreheatJob& j) { return json::serialize(preheat_object(j)); }
+
+std::string preheats_json(const v1::ListPreheatsResponse& l) {
+  json::array jobs;
+  for (const auto& j : l.jobs()) jobs.push_back(preheat_object(j));
+  return json::serialize(json::object{{"preheats", std::move(jobs)}});
 }
 
 }  // namespace shoal::scheduler::dashboard

@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include <boost/json/object.hpp>
+
 #include "scheduler/resource/clock.h"
 #include "scheduler/resource/ids.h"
 #include "scheduler/scheduling/engine.h"
@@ -37,5 +39,12 @@ std::string tasks_json(const view_context& v);
 // GET /api/v1/tasks/{id}: one task, each peer's progress and the parent -> child
 // edges; nullopt when the task is unknown.
 std::optional<std::string> task_json(const view_context& v, const task_id& id);
+// A preheat job (POST /api/v1/preheat, GET /api/v1/preheat/{id}) with its
+// seeds; `progress` is bytes done over bytes to do on every seed (0 until a
+// seed resolved the manifest).
+boost::json::object preheat_object(const v1::PreheatJob& j);
+std::string preheat_json(const v1::PreheatJob& j);
+// GET /api/v1/preheat.
+std::string preheats_json(const v1::ListPreheatsResponse& l);
 
 }  // namespace shoal::scheduler::dashboard

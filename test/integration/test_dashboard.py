@@ -87,11 +87,15 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
     mark = registry.log_mark()
     sched = scheduler_factory(extra_args=["--dashboard-token", TOKEN])
     nodes = start_nodes(registry, sched, shoald_factory, 3, ["--download-rate-limit", "4MiB"])
+    # a seed host, so the page offers the preheat form
+    shoald_factory(name="seed", insecure=[registry.hostport], default_registry=registry.hostport,
+                   extra_args=h.swarm_args(sched, ["--host-id", "seed", "--seed"]))
     host_ids = [f"node{i}" for i in range(1, 4)]
 
     node_modules = browser_driver()
     cfg = {"base": f"http://127.0.0.1:{sched.http_port}", "token": TOKEN, "out": str(test_dir),
-           "hosts": host_ids, "task": task, "timeout_s": 150}
+           "hosts": host_ids, "task": task, "timeout_s": 150,
+           "preheat_reference": f"{registry.hostport}/models/dash:v1"}
     log = open(test_dir / "browser.log", "w")
     proc = subprocess.Popen(["node", str(BROWSER_SRC / "dashboard_check.cjs"), json.dumps(cfg)],
                             stdout=subprocess.PIPE, stderr=log, text=True,
@@ -105,7 +109,7 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
             h.tail(test_dir / "browser.log")
         # The API shows the same hosts before the pull.
         hosts = api_json(sched, "/api/v1/hosts")["hosts"]
-        assert sorted(x["id"] for x in hosts) == host_ids
+        assert sorted(x["id"] for x in hosts) == sorted(host_ids + ["seed"])
         assert all(x["online"] and x["address"] for x in hosts), hosts
         pulls = [ex.submit(d.get_blob, "models/dash", digest, None, None, 180) for d in nodes]
         # Mid-pull, the API reports a running task with partial progress.
@@ -143,7 +147,7 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
         in res["cookies"], res["cookies"]
     # Hosts, the task, and progress that changed while we watched.
     assert set(host_ids) <= set(res["hosts_seen"])
-    assert res["hosts_online_text"].strip() == "3 / 3"
+    assert res["hosts_online_text"].strip() == "4 / 4"
     values = [s["progress"] for s in res["progress"]]
     partial = [v for v in values if 0 < v < 1]
     assert len(set(partial)) >= 2, f"progress did not move while watched: {values}"
@@ -167,7 +171,14 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
     assert ov["bytes"]["from_registry"] == origin == size, (ov["bytes"], origin)
     assert ov["bytes"]["delivered"] == 3 * size
     assert ov["bytes"]["saved"] == 2 * size
-    assert ov["hosts"] == {"online": 3, "total": 3}
+    assert ov["hosts"] == {"online": 4, "total": 4}
+    # The preheat the page started is in the API, on the seed host.
+    job = api_json(sched, f"/api/v1/preheat/{res['preheat']['id']}")
+    assert job["reference"] == f"{registry.hostport}/models/dash:v1"
+    assert [s["host_id"] for s in job["seeds"]] == ["seed"]
+    assert job["state"] in ("pending", "running", "succeeded", "failed")
+    assert "models/dash:v1" in res["preheat"]["text"] and job["state"] in res["preheat"]["text"]
+    assert [j["id"] for j in api_json(sched, "/api/v1/preheat")["preheats"]] == [job["id"]]
     assert sum(ov["series"]["from_registry"]) + sum(ov["series"]["from_peers"]) == 3 * size
     t = api_json(sched, f"/api/v1/tasks/{task}")
     assert t["digest"] == digest and t["repository"] == "models/dash"
@@ -182,7 +193,7 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].split()[:3] == ["HOST", "ZONE", "ADDRESS"]
-    assert sorted(ln.split()[0] for ln in lines[1:]) == host_ids, p.stdout
+    assert sorted(ln.split()[0] for ln in lines[1:]) == sorted(host_ids + ["seed"]), p.stdout
     p = subprocess.run(ctl + ["tasks", *url, "--json"], capture_output=True, text=True,
                        timeout=30, env={**__import__("os").environ,
                                         "SHOAL_DASHBOARD_TOKEN": TOKEN})
@@ -248,6 +259,20 @@ def test_dashboard_token_and_api(registry, scheduler_factory, shoald_factory, te
     # Limits: a large body is refused before it is read.
     assert api(sched, "/api/v1/preheat", TOKEN, method="POST", body=b"x" * (64 * 1024),
                headers={"Content-Type": "application/json"}).status == 413
+
+    # Preheat: JSON only, a reference, and a seed host online.
+    def preheat(body, ctype="application/json"):
+        return api(sched, "/api/v1/preheat", TOKEN, method="POST", body=body,
+                   headers={"Content-Type": ctype})
+    assert preheat(b'{"reference": "a/b:c"}', "text/plain").status == 415
+    r = preheat(b'{"ref": 1}')
+    assert r.status == 400 and "reference" in json.loads(r.body)["error"]
+    r = preheat(b'{"reference": "Not A Reference!"}')
+    assert r.status == 400, r.body
+    r = preheat(b'{"reference": "%s/models/x:v1"}' % registry.hostport.encode())
+    assert r.status == 503 and "no seed host" in json.loads(r.body)["error"], r.body
+    assert api(sched, "/api/v1/preheat/" + "f" * 16, TOKEN).status == 404
+    assert api(sched, "/api/v1/preheat/../x", TOKEN).status in (400, 404)
 
     # A non-loopback --http-listen without a token: the scheduler refuses to start.
     p = subprocess.run([str(h.scheduler_binary()), "--listen", f"127.0.0.1:{h.free_port()}",

@@ -116,6 +116,24 @@ async function until(what, fn, ms = 250) {
     const shot2 = path.join(cfg.out, 'dashboard-task.png');
     await page.screenshot({ path: shot2, fullPage: true });
     result.screenshots.push(shot2);
+
+    // The preheat form (shown while a seed host is online): a job appears with its state.
+    if (cfg.preheat_reference) {
+      await page.goto(`${cfg.base}/#/preheat`);
+      await until('the preheat form', async () => !(await page.$eval('#view-preheat', (e) => e.hidden)));
+      await page.fill('#preheat-ref', cfg.preheat_reference);
+      await page.click('#preheat-form button[type=submit]');
+      const prow = '#preheat-table tbody tr[data-preheat-id]';
+      await until('the preheat job row', () => page.$(prow));
+      result.preheat = await page.$eval(prow, (tr) => ({
+        id: tr.dataset.preheatId,
+        text: tr.textContent,
+      }));
+      result.preheat_message = await page.textContent('#preheat-message');
+      const shot3 = path.join(cfg.out, 'dashboard-preheat.png');
+      await page.screenshot({ path: shot3, fullPage: true });
+      result.screenshots.push(shot3);
+    }
     result.console_errors = consoleErrors;
     console.log(JSON.stringify({ result }));
   } finally {

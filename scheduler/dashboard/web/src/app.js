@@ -238,9 +238,11 @@ function renderPreheats() {
     h('tr', { 'data-preheat-id': p.id },
       h('td', {}, h('code', {}, p.reference || '')),
       h('td', { class: `state-${p.state}` }, p.state || ''),
-      h('td', { class: 'num' }, p.layers_total != null ? `${p.layers_done ?? 0} / ${p.layers_total}` : '–'),
+      h('td', {}, p.seeds.map((s) => `${s.host_id}: ${s.state}`).join(', ') || '–'),
+      h('td', { class: 'num' }, p.blobs_total ? `${p.blobs_done} / ${p.blobs_total * p.seeds.length}` : '–'),
       progressCell(Number(p.progress ?? 0)),
-      h('td', {}, p.message || ''))));
+      h('td', { class: 'num' }, p.bytes_total ? `${bytes(p.bytes_done)} / ${bytes(p.bytes_total * p.seeds.length)}` : '–'),
+      h('td', {}, p.error || ''))));
 }
 
 async function submitPreheat(ev) {
@@ -264,10 +266,9 @@ async function submitPreheat(ev) {
 }
 
 async function pollPreheats() {
-  for (const [id, p] of preheats) {
-    if (p.state === 'done' || p.state === 'failed') continue;
-    try { preheats.set(id, await api(`preheat/${encodeURIComponent(id)}`)); } catch (e) { /* shown by status */ }
-  }
+  const list = await api('preheat');
+  preheats.clear();
+  for (const p of list.preheats) preheats.set(p.id, p);
   renderPreheats();
 }
 
