@@ -85,7 +85,9 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
     digest, _ = registry.push_random_blob("models/dash", size, test_dir)
     task = digest.split(":")[1]
     mark = registry.log_mark()
-    sched = scheduler_factory(extra_args=["--dashboard-token", TOKEN])
+    # a small model for the preheat form (heartbeats every second: jobs start fast)
+    art = h.push_modelpack(registry, test_dir, "models/pre", weight_size=8 * h.MiB)
+    sched = scheduler_factory(extra_args=["--dashboard-token", TOKEN, "--announce-interval", "1"])
     nodes = start_nodes(registry, sched, shoald_factory, 3, ["--download-rate-limit", "4MiB"])
     # a seed host, so the page offers the preheat form
     shoald_factory(name="seed", insecure=[registry.hostport], default_registry=registry.hostport,
@@ -95,7 +97,7 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
     node_modules = browser_driver()
     cfg = {"base": f"http://127.0.0.1:{sched.http_port}", "token": TOKEN, "out": str(test_dir),
            "hosts": host_ids, "task": task, "timeout_s": 150,
-           "preheat_reference": f"{registry.hostport}/models/dash:v1"}
+           "preheat_reference": f"{registry.hostport}/models/pre:{art.tag}"}
     log = open(test_dir / "browser.log", "w")
     proc = subprocess.Popen(["node", str(BROWSER_SRC / "dashboard_check.cjs"), json.dumps(cfg)],
                             stdout=subprocess.PIPE, stderr=log, text=True,
@@ -167,24 +169,33 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
     # The API's byte counts agree with the registry's own log.
     registry.settle()
     origin = registry.blob_body_bytes(digest, since=mark)
+    assert origin == size
+    # totals: the pulled blob plus the preheated model, which the one seed read itself
+    all_origin = registry.all_blob_body_bytes(since=mark)
+    model = sum(b.size for b in art.blobs)
     ov = api_json(sched, "/api/v1/overview")
-    assert ov["bytes"]["from_registry"] == origin == size, (ov["bytes"], origin)
-    assert ov["bytes"]["delivered"] == 3 * size
+    assert ov["bytes"]["from_registry"] == all_origin == size + model, (ov["bytes"], all_origin)
+    assert ov["bytes"]["delivered"] == 3 * size + model
     assert ov["bytes"]["saved"] == 2 * size
     assert ov["hosts"] == {"online": 4, "total": 4}
     # The preheat the page started is in the API, on the seed host.
     job = api_json(sched, f"/api/v1/preheat/{res['preheat']['id']}")
-    assert job["reference"] == f"{registry.hostport}/models/dash:v1"
+    assert job["reference"] == f"{registry.hostport}/models/pre:{art.tag}"
     assert [s["host_id"] for s in job["seeds"]] == ["seed"]
-    assert job["state"] in ("pending", "running", "succeeded", "failed")
-    assert "models/dash:v1" in res["preheat"]["text"] and job["state"] in res["preheat"]["text"]
+    assert job["state"] == "succeeded" and job["progress"] == 1.0, job
+    assert job["blobs_total"] == len(art.blobs) and job["bytes_total"] == sum(b.size for b in art.blobs)
+    assert "models/pre" in res["preheat"]["text"] and "succeeded" in res["preheat"]["text"]
+    assert res["preheat"]["states"][0] in ("pending", "running"), res["preheat"]
     assert [j["id"] for j in api_json(sched, "/api/v1/preheat")["preheats"]] == [job["id"]]
-    assert sum(ov["series"]["from_registry"]) + sum(ov["series"]["from_peers"]) == 3 * size
+    h.wait_until(lambda: sum(api_json(sched, "/api/v1/overview")["series"]["from_registry"]) +
+                 sum(api_json(sched, "/api/v1/overview")["series"]["from_peers"]) ==
+                 3 * size + model, 5, 0.2, "the chart's series to add up to the bytes delivered")
     t = api_json(sched, f"/api/v1/tasks/{task}")
     assert t["digest"] == digest and t["repository"] == "models/dash"
     assert t["peer_counts"] == {"total": 3, "running": 0, "done": 3, "failed": 0}
     assert sum(e["bytes"] for e in t["edges"]) == 3 * size
     assert sum(e["bytes"] for e in t["edges"] if e["from"] is None) == size
+    assert t["bytes_from_registry"] == origin and t["bytes_from_peers"] == 2 * size
     # shoalctl reads the same API: tables, --json, and a clear error without the token.
     ctl = [str(h.build_dir() / "daemon" / "ctl" / "shoalctl")]
     url = ["--scheduler-http", f"http://127.0.0.1:{sched.http_port}"]
@@ -198,7 +209,8 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
                        timeout=30, env={**__import__("os").environ,
                                         "SHOAL_DASHBOARD_TOKEN": TOKEN})
     assert p.returncode == 0, p.stderr
-    assert [x["id"] for x in json.loads(p.stdout)["tasks"]] == [task]
+    assert sorted(x["id"] for x in json.loads(p.stdout)["tasks"]) == \
+        sorted([task] + [b.digest.split(":")[1] for b in art.blobs])
     p = subprocess.run(ctl + ["tasks", *url, "--token", TOKEN], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0 and digest[:19] in p.stdout and "100.0%" in p.stdout, p.stdout

@@ -125,10 +125,18 @@ async function until(what, fn, ms = 250) {
       await page.click('#preheat-form button[type=submit]');
       const prow = '#preheat-table tbody tr[data-preheat-id]';
       await until('the preheat job row', () => page.$(prow));
+      // ... and its progress until the seed holds the whole model.
+      const states = [];
+      await until('the preheat to succeed or fail', async () => {
+        const s = await page.$eval(`${prow} td:nth-child(2)`, (td) => td.textContent).catch(() => '');
+        if (s && states[states.length - 1] !== s) states.push(s);
+        return s === 'succeeded' || s === 'failed';
+      });
       result.preheat = await page.$eval(prow, (tr) => ({
         id: tr.dataset.preheatId,
         text: tr.textContent,
       }));
+      result.preheat.states = states;
       result.preheat_message = await page.textContent('#preheat-message');
       const shot3 = path.join(cfg.out, 'dashboard-preheat.png');
       await page.screenshot({ path: shot3, fullPage: true });
