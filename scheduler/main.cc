@@ -127,6 +127,14 @@ int main(int argc, char** argv) {
   auto log = shoal::logger("scheduler");
   auto http_ep = shoal::http::parse_endpoint(f.http_listen);
   if (!http_ep) return fail("--http-listen: " + http_ep.error().message);
+  // The token travels in a header, a cookie and a URL: unreserved URL characters
+  // only, so it needs no escaping anywhere.
+  if (f.dashboard_token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                          "0123456789-._~") != std::string::npos ||
+      (!f.dashboard_token.empty() && f.dashboard_token.size() < 8) ||
+      f.dashboard_token.size() > 256)
+    return fail("--dashboard-token: use 8 to 256 letters, digits, '-', '.', '_' or '~' "
+                "(e.g. the output of `openssl rand -hex 32`)");
   if (f.dashboard && f.dashboard_token.empty() && !http_ep->address().is_loopback())
     return fail("--http-listen " + f.http_listen +
                 " is not a loopback address and no --dashboard-token is set: anyone who can "

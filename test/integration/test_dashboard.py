@@ -292,6 +292,12 @@ def test_dashboard_token_and_api(registry, scheduler_factory, shoald_factory, te
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2
     assert "--dashboard-token" in p.stderr and "loopback" in p.stderr, p.stderr
+    # A token that could not travel in a cookie or a URL is refused at start.
+    p = subprocess.run([str(h.scheduler_binary()), "--listen", f"127.0.0.1:{h.free_port()}",
+                        "--http-listen", f"127.0.0.1:{h.free_port()}",
+                        "--dashboard-token", "has space;semicolon"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "openssl rand -hex 32" in p.stderr, p.stderr
     # --dashboard=false: only /healthz and /metrics.
     plain = scheduler_factory(name="plain", extra_args=["--dashboard=false"])
     assert api(plain, "/").status == 404
