@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 
@@ -61,9 +62,9 @@ int fail(const std::string& what) {
 }
 
 // /healthz, /readyz and /metrics on the admin listener.
+// `refresh` updates the gauges that are read at scrape time.
 asio::awaitable<bool> admin(shoal::http::request req, boost::beast::tcp_stream& stream,
-                            shoal::metrics::registry& reg, shoal::storage::store& store,
-                            shoal::metrics::gauge& disk, shoal::metrics::gauge& evictions,
+                            shoal::metrics::registry& reg, const std::function<void()>& refresh,
                             bool& ready) {
   using shoal::http::status;
   std::string_view target = req.target();
@@ -74,8 +75,7 @@ asio::awaitable<bool> admin(shoal::http::request req, boost::beast::tcp_stream& 
                                          ready ? status::ok : status::service_unavailable,
                                          ready ? "ready\n" : "starting\n", "text/plain");
   if (target == "/metrics") {
-    disk.set(static_cast<double>(store.disk_usage()));
-    evictions.set(static_cast<double>(store.evictions_total()));
+    refresh();
     co_return co_await shoal::http::send(stream, req, status::ok, reg.render(),
                                          "text/plain; version=0.0.4; charset=utf-8");
   }
@@ -196,7 +196,18 @@ int main(int argc, char** argv) {
   shoal::metrics::registry reg;
   auto& disk = reg.add_gauge("shoal_storage_disk_bytes", "Bytes of content in the piece cache").with();
   auto& evictions =
-      reg.add_gauge("shoal_storage_gc_evictions", "Tasks evicted by GC since start").with();
+      reg.add_counter("shoal_storage_gc_evictions_total", "Tasks evicted by GC since start").with();
+  auto& fs_size = reg.add_gauge("shoal_storage_filesystem_size_bytes",
+                                "Size of the filesystem holding --data-dir").with();
+  auto& fs_free = reg.add_gauge("shoal_storage_filesystem_free_bytes",
+                                "Bytes available to shoald on the filesystem holding --data-dir")
+                      .with();
+  auto& peers_active = reg.add_gauge("shoal_peers_active",
+                                     "Parent daemons that downloads in progress fetch from now")
+                           .with();
+  reg.add_gauge("shoal_upload_slots", "Concurrent piece uploads allowed (--upload-slots)")
+      .with()
+      .set(swarm_mode ? f.upload_slots : 0);
   bool ready = false;
 
   {
@@ -269,8 +280,18 @@ int main(int argc, char** argv) {
     mirror_srv.start([&mirror](shoal::http::request req, boost::beast::tcp_stream& s) {
       return mirror.handle(std::move(req), s);
     });
+    std::function<void()> refresh = [&] {
+      disk.set(static_cast<double>((*store)->disk_usage()));
+      evictions.inc(static_cast<double>((*store)->evictions_total()) - evictions.value());
+      struct statvfs vfs {};
+      if (statvfs(f.data_dir.c_str(), &vfs) == 0) {
+        fs_size.set(static_cast<double>(std::uint64_t{vfs.f_blocks} * vfs.f_frsize));
+        fs_free.set(static_cast<double>(std::uint64_t{vfs.f_bavail} * vfs.f_frsize));
+      }
+      peers_active.set(swarm ? static_cast<double>(swarm->active_parents()) : 0.0);
+    };
     admin_srv.start([&](shoal::http::request req, boost::beast::tcp_stream& s) {
-      return admin(std::move(req), s, reg, **store, disk, evictions, ready);
+      return admin(std::move(req), s, reg, refresh, ready);
     });
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
