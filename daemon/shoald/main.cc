@@ -166,9 +166,16 @@ int main(int argc, char** argv) {
   if (!up_rate) return fail("--upload-rate-limit: " + up_rate.error().message);
   const bool swarm_mode = !f.schedulers.empty();
   if (swarm_mode) {
-    for (const auto& a : f.schedulers)
-      if (auto ep = shoal::http::parse_endpoint(a); !ep || a.empty())
+    // HOST may be a DNS name (gRPC resolves it; e.g. a StatefulSet pod's
+    // name behind a headless Service), so only the shape is checked here.
+    for (const auto& a : f.schedulers) {
+      auto colon = a.rfind(':');
+      bool port_ok = colon != std::string::npos && colon + 1 < a.size() &&
+                     a.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+                     a.size() - colon - 1 <= 5 && std::stoul(a.substr(colon + 1)) <= 65535;
+      if (!port_ok || colon == 0 || a.find_first_of("/ ") != std::string::npos)
         return fail("--scheduler: '" + a + "' is not HOST:PORT");
+    }
     if (f.advertise_addr.empty()) {
       if (peer_ep->address().is_unspecified())
         return fail("--advertise-addr is needed with --scheduler when --peer-listen binds " +
