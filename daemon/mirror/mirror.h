@@ -76,6 +76,8 @@ class mirror {
   metrics::counter& client_bytes_;
   metrics::counter& cache_hits_;
   metrics::counter& cache_misses_;
+  metrics::counter& cache_bytes_;  // shoal_bytes_total{source="cache"}
+  metrics::counter& storage_failures_;  // shoal_failures_total{kind="storage"}
   // Starts the layers of a ModelPack manifest body (if it is one).
   void maybe_prefetch(const route& r, const http::request& req, std::string_view media_type,
                       std::string_view body);
