@@ -36,6 +36,7 @@ struct flags {
   double source_stall_timeout = 20;
   std::uint32_t parents_per_child = 4;
   std::uint32_t announce_interval = 5;
+  double preheat_seed_timeout = 60;
   std::string log_level = "info";
 };
 
@@ -90,6 +91,11 @@ int main(int argc, char** argv) {
                  "Seconds between AnnounceHost heartbeats asked of the daemons")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
+  app.add_option("--preheat-seed-timeout", f.preheat_seed_timeout,
+                 "Seconds a seed host may stay silent on a preheat job (not started, no "
+                 "progress) before its part fails")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   try {
@@ -123,6 +129,7 @@ int main(int argc, char** argv) {
   eopts.evaluation.parents_per_child = f.parents_per_child;
   shoal::scheduler::service_options sopts;
   sopts.listen = f.listen;
+  sopts.preheat.seed_timeout = seconds(f.preheat_seed_timeout);
 
   asio::io_context io;
   shoal::http::server http_srv(io.get_executor(), "scheduler-http");

@@ -23,6 +23,7 @@
 #include "daemon/mirror/mirror.h"
 #include "daemon/source/registry_client.h"
 #include "daemon/storage/store.h"
+#include "daemon/transfer/preheat.h"
 #include "daemon/transfer/scheduler_client.h"
 #include "daemon/transfer/swarm.h"
 #include "daemon/transfer/task_manager.h"
@@ -220,6 +221,7 @@ int main(int argc, char** argv) {
     std::optional<shoal::http::server> peer_srv;
     std::optional<shoal::transfer::scheduler_client> sched;
     std::optional<shoal::transfer::swarm> swarm;
+    std::optional<shoal::transfer::preheater> preheat;
     if (swarm_mode) {
       pieces.emplace(tasks, reg, uopts);
       peer_srv.emplace(io.get_executor(), "peer");
@@ -255,6 +257,15 @@ int main(int argc, char** argv) {
       wopts.host_id = f.host_id;
       wopts.back_to_source = !f.no_back_to_source;
       swarm.emplace(tasks, *sched, reg, wopts);
+      if (f.seed) {
+        // Seeds take preheat jobs from the scheduler (scheduler/README.md "Preheat").
+        shoal::transfer::preheat_options popts;
+        popts.host_id = f.host_id;
+        preheat.emplace(io.get_executor(), tasks, origin, *sched, popts);
+        sched->on_preheat([&preheat](std::size_t i, const shoal::v1::PreheatAssignment& a) {
+          preheat->on_assignment(i, a);
+        });
+      }
       sched->start();
     }
     shoal::mirror::options mopts;
@@ -281,6 +292,7 @@ int main(int argc, char** argv) {
       mirror_srv.stop();
       admin_srv.stop();
       if (peer_srv) peer_srv->stop();
+      if (preheat) preheat->stop();
       if (swarm) swarm->stop();
       if (sched) sched->stop();
       tasks.stop();

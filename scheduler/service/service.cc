@@ -99,10 +99,12 @@ class service::grpc_service final : public v1::Scheduler::CallbackService {
   grpc::ServerUnaryReactor* AnnounceHost(grpc::CallbackServerContext* ctx,
                                          const v1::AnnounceHostRequest* req,
                                          v1::AnnounceHostResponse* resp) override {
-    return unary(ctx, [req, resp](engine& e) -> grpc::Status {
+    return unary(ctx, [svc = &svc_, req, resp](engine& e) -> grpc::Status {
       auto out = e.announce_host(req->host());
       if (!out) return to_status(out.error());
       *resp = std::move(*out);
+      // Seeds get their preheat jobs with the heartbeat (scheduler/README.md).
+      if (req->host().seed()) svc->preheat_.assignments(req->host().id(), *resp);
       return grpc::Status::OK;
     });
   }
@@ -147,6 +149,50 @@ class service::grpc_service final : public v1::Scheduler::CallbackService {
     });
   }
 
+  grpc::ServerUnaryReactor* Preheat(grpc::CallbackServerContext* ctx,
+                                    const v1::PreheatRequest* req,
+                                    v1::PreheatJob* resp) override {
+    return unary(ctx, [svc = &svc_, req, resp](engine& /*e*/) {
+      auto out = svc->preheat_.start(*req);
+      if (!out)
+        return grpc::Status(out.error().is(errc::invalid_argument)
+                                ? grpc::StatusCode::INVALID_ARGUMENT
+                                : grpc::StatusCode::FAILED_PRECONDITION,
+                            out.error().message);
+      *resp = std::move(*out);
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::ServerUnaryReactor* GetPreheat(grpc::CallbackServerContext* ctx,
+                                       const v1::GetPreheatRequest* req,
+                                       v1::PreheatJob* resp) override {
+    return unary(ctx, [svc = &svc_, req, resp](engine& /*e*/) {
+      auto out = svc->preheat_.get(req->id());
+      if (!out) return to_status(out.error());
+      *resp = std::move(*out);
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::ServerUnaryReactor* ListPreheats(grpc::CallbackServerContext* ctx,
+                                         const v1::ListPreheatsRequest* /*req*/,
+                                         v1::ListPreheatsResponse* resp) override {
+    return unary(ctx, [svc = &svc_, resp](engine& /*e*/) {
+      *resp = svc->preheat_.list();
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::ServerUnaryReactor* ReportPreheat(grpc::CallbackServerContext* ctx,
+                                          const v1::PreheatReport* req,
+                                          v1::ReportPreheatResponse* resp) override {
+    return unary(ctx, [svc = &svc_, req, resp](engine& /*e*/) {
+      resp->set_known(svc->preheat_.report(*req));
+      return grpc::Status::OK;
+    });
+  }
+
  private:
   // Runs f on the owner thread and finishes the call with its status. The
   // request and response stay valid until Finish.
@@ -171,6 +217,7 @@ service::service(asio::io_context& io, engine_options eopts, service_options sop
       clock_(clk),
       metrics_(reg),
       engine_(eopts, clk, *this, metrics_, seed),
+      preheat_(opts_.preheat, engine_, clk, seed ^ 0x9e3779b97f4a7c15ull),
       grpc_service_(std::make_unique<grpc_service>(*this)),
       tick_timer_(io),
       flush_timer_(io) {}
@@ -348,6 +395,7 @@ void service::arm_tick() {
   tick_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec || shutting_down_) return;
     engine_.tick();
+    preheat_.tick();
     after_engine();
     arm_tick();
   });

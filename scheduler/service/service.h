@@ -20,6 +20,7 @@
 
 #include "common/metrics.h"
 #include "common/result.h"
+#include "scheduler/preheat/preheat_manager.h"
 #include "scheduler/resource/clock.h"
 #include "scheduler/scheduling/engine.h"
 #include "scheduler/scheduling/metrics.h"
@@ -34,6 +35,7 @@ namespace shoal::scheduler {
 struct service_options {
   std::string listen = "0.0.0.0:7410";  // gRPC address; port 0 picks a free port
   duration tick_interval = std::chrono::seconds(1);
+  preheat_options preheat;
 };
 
 class service final : private decision_sink {
@@ -55,6 +57,9 @@ class service final : private decision_sink {
   void shutdown(duration grace);
 
   scheduler_metrics& metrics() noexcept { return metrics_; }
+  // Preheat jobs (scheduler/preheat). Owner thread only: post to `io` first.
+  preheat_manager& preheat() noexcept { return preheat_; }
+  const engine& decisions() const noexcept { return engine_; }
 
  private:
   class grpc_service;
@@ -87,6 +92,7 @@ class service final : private decision_sink {
   const clock& clock_;
   scheduler_metrics metrics_;
   engine engine_;
+  preheat_manager preheat_;
   std::unique_ptr<grpc_service> grpc_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

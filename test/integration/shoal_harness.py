@@ -1437,3 +1437,60 @@ def swarm_args(sched: "Scheduler | list[Scheduler]", extra: list[str] | None = N
 def peer_bytes(d: Shoald) -> float:
     """Verified piece bytes a daemon got from parents (its own counter)."""
     return d.metrics().get("shoal_peer_bytes_total", 0.0)
+
+
+# --------------------------------------------------------------------------
+# shoalctl and model directories (push, preheat)
+# --------------------------------------------------------------------------
+
+
+def shoalctl_binary() -> Path:
+    env = os.environ.get("SHOAL_SHOALCTL_BIN")
+    if env:
+        return Path(env)
+    return build_dir() / "daemon" / "ctl" / "shoalctl"
+
+
+def shoalctl(args: list, log_path: Path, timeout: float = 600, check: bool = True,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs shoalctl to completion; stdout and stderr together in .stdout."""
+    return run([shoalctl_binary()] + list(args), log_path, timeout=timeout, env=env, check=check)
+
+
+def build_model_dir(root: Path, weight_size: int = 256 * MiB) -> dict[str, tuple[str, int]]:
+    """A Hugging Face-like model directory with nested paths and varied modes.
+
+    Returns {relative path: (sha256 hex, mode)} of every file."""
+    root = Path(root)
+    files = {
+        "config.json": json.dumps({"model_type": "llama", "torch_dtype": "bfloat16",
+                                   "architectures": ["LlamaForCausalLM"],
+                                   "hidden_size": 4096}).encode(),
+        "generation_config.json": b'{"do_sample": true}\n',
+        "tokenizer.json": json.dumps({"version": "1.0", "model": {"vocab": {"a": 1}}}).encode(),
+        "README.md": b"# test model\n",
+        "LICENSE": b"Apache-2.0\n",
+        "code/modeling.py": b"print('hello')\n",
+        "code/run.sh": b"#!/bin/sh\necho run\n",
+        "weights/small/model-00002-of-00002.safetensors": os.urandom(3 * MiB + 17),
+    }
+    modes = {"code/run.sh": 0o755, "README.md": 0o600, "LICENSE": 0o444}
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    write_random_file(root / "weights" / "model-00001-of-00002.safetensors", weight_size)
+    for rel, mode in modes.items():
+        os.chmod(root / rel, mode)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[p.relative_to(root).as_posix()] = (sha256_file(p), p.stat().st_mode & 0o7777)
+    return out
+
+
+def dir_contents(root: Path) -> dict[str, tuple[str, int]]:
+    """{relative path: (sha256 hex, mode)} of every regular file under root."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): (sha256_file(p), p.stat().st_mode & 0o7777)
+            for p in sorted(root.rglob("*")) if p.is_file()}

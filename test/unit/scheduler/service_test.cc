@@ -33,7 +33,7 @@ constexpr auto kDeadline = 20s;
 struct running_service {
   running_service()
       : work(boost::asio::make_work_guard(io)),
-        svc(io, engine_options{}, service_options{.listen = "127.0.0.1:0", .tick_interval = 200ms},
+        svc(io, engine_options{}, service_options{.listen = "127.0.0.1:0", .tick_interval = 200ms, .preheat = {}},
             clk, reg, 1) {
     REQUIRE(svc.start());
     owner = std::thread([this] { io.run(); });
