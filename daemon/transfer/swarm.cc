@@ -234,6 +234,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     o->set_registry(self->origin_.registry);
     o->set_repository(self->origin_.repository);
     o->set_digest(self->t_->digest_.str());
+    o->set_url(self->origin_.url);
     r->set_finished_bitmap(self->t_->bitmap());
     for (std::uint32_t i = 0; i < self->count_; ++i) {
       if (self->digests_[i].empty()) continue;
@@ -528,7 +529,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->fail(std::move(got).error());
       co_return;
     }
-    const bool verified = *got == t->digest_.hex;
+    const auto want = expected_content_hex(t->digest_, self->origin_);
+    const bool verified = want.empty() || *got == want;
     if (!verified) {
       tm.metrics_.digest_mismatch.inc();
       if (self->is_source_) {

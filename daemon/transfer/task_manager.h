@@ -56,6 +56,14 @@ struct metrics_set {
   metrics::gauge& tasks_active;        // shoal_tasks_active
 };
 
+// The hex the whole content must hash to: the blob digest for registry
+// blobs; for URL tasks (`shoalctl get`) the digest the user gave, or ""
+// (not verified as a whole) when none was given.
+inline std::string expected_content_hex(const digest& task_id, const source::request_target& o) {
+  if (o.url.empty()) return task_id.hex;
+  return o.content_digest.starts_with("sha256:") ? o.content_digest.substr(7) : std::string();
+}
+
 class task_manager;
 class swarm;
 class swarm_session;
