@@ -118,10 +118,9 @@ swarm_metrics::swarm_metrics(metrics::registry& r)
       piece_failures(r.add_counter("shoal_piece_failures_total",
                                    "Piece downloads from parents that failed, by reason",
                                    {"reason"})),
-      fetch_seconds(r.add_histogram("shoal_piece_fetch_seconds",
-                                    "Time to fetch one piece from a parent (request to verified)",
-                                    metrics::exponential_buckets(0.005, 2, 14))
-                        .with()) {}
+      fetch_seconds(piece_fetch_seconds(r).with({"peer"})),
+      bytes(bytes_by_source(r).with({"peer"})),
+      failures(failures_by_kind(r)) {}
 
 // One task's swarm download (and afterwards its presence as a parent).
 class swarm_session : public std::enable_shared_from_this<swarm_session> {
@@ -159,6 +158,14 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     log()->info("task {}: joining the swarm via scheduler {} ({} of {} pieces cached)",
                 short_id(), s_.sched_.address(idx_), count_held(), count_);
     asio::co_spawn(ex_, connect(self), asio::detached);
+  }
+
+  // Adds the parents this download may fetch from now (for shoal_peers_active).
+  void parents_in_use(std::set<std::string>& out) const {
+    if (!downloading()) return;
+    const auto now = clock::now();
+    for (const auto& [id, p] : parents_)
+      if (p.usable(now) && !blocked_.contains(id)) out.insert(id);
   }
 
   // Shutdown or replacement: end the stream, stop fetching.
@@ -260,6 +267,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   // (unless --no-back-to-source); mid-transfer: keep going, retry.
   void on_unreachable(const std::string& why) {
     if (ended_ || fell_back_) return;
+    m().failures.with({"scheduler"}).inc();
     if (!ever_decided_ && !done_) {
       if (s_.opts_.back_to_source) {
         log()->warn("task {}: {}; downloading from origin without the swarm", short_id(), why);
@@ -306,7 +314,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     }
     log()->info("task {}: scheduler stream ended ({}); re-registering", short_id(),
                 st.ok() ? "ok" : st.error_message());
-    if (!st.ok()) ++reconnect_failures_;
+    if (!st.ok()) {
+      ++reconnect_failures_;
+      m().failures.with({"scheduler"}).inc();
+    }
     schedule_reconnect();
   }
 
@@ -477,7 +488,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       auto r = co_await self->tm_.fetch_run(std::move(t), std::move(origin), first, last, nullptr,
                                             std::move(cancel_fn), std::move(on_piece));
       if (!r && !cancelled()) {
-        self->tm_.metrics_.origin_failures.inc();
+        self->tm_.metrics_.origin_failed();
         self->fail(error(r.error().code, r.error().message));
         co_return;
       }
@@ -532,7 +543,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     const auto want = expected_content_hex(t->digest_, self->origin_);
     const bool verified = want.empty() || *got == want;
     if (!verified) {
-      tm.metrics_.digest_mismatch.inc();
+      tm.metrics_.blob_mismatch();
       if (self->is_source_) {
         v1::PeerEvent ev;
         ev.mutable_source_finished()->set_sha256(*got);
@@ -776,6 +787,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   void piece_failed(std::uint32_t n, const std::string& pid, v1::PieceFailed::Reason reason,
                     const std::string& msg) {
     m().piece_failures.with({reason_name(reason)}).inc();
+    m().failures.with({"peer_piece"}).inc();
     log()->debug("task {}: piece {} from {}: {}", short_id(), n, pid, msg);
     v1::PeerEvent ev;
     auto* f = ev.mutable_piece_failed();
@@ -871,6 +883,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     }
     peer_bytes_ += p.body->size();
     m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size()));
+    m().bytes.inc(static_cast<double>(p.body->size()));
     m().fetch_seconds.observe(std::chrono::duration<double>(clock::now() - p.start).count());
     on_piece_written(n, p.sha256, p.parent);
   }
@@ -943,6 +956,12 @@ void swarm::start(std::shared_ptr<task> t, source::request_target origin) {
   auto s = std::make_shared<swarm_session>(*this, std::move(t), std::move(origin));
   sessions_[id] = s;
   s->begin();
+}
+
+std::size_t swarm::active_parents() const {
+  std::set<std::string> ids;
+  for (const auto& [id, s] : sessions_) s->parents_in_use(ids);
+  return ids.size();
 }
 
 void swarm::stop() {

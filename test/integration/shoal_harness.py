@@ -60,6 +60,35 @@ def shoald_binary() -> Path:
     return build_dir() / "daemon" / "shoald" / "shoald"
 
 
+def shoalctl_binary() -> Path:
+    env = os.environ.get("SHOALCTL_BIN")
+    if env:
+        return Path(env)
+    return build_dir() / "daemon" / "ctl" / "shoalctl"
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def promtool_check_metrics(text: str) -> tuple[int, str]:
+    """`promtool check metrics` on a /metrics body: (exit code, what it printed).
+    promtool lints names, HELP/TYPE lines and histogram layout."""
+    p = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                       capture_output=True, timeout=60)
+    return p.returncode, (p.stdout + p.stderr).decode()
+
+
+def metric_families(text: str) -> dict[str, str]:
+    """{family name: type} from the # TYPE lines of a /metrics body."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(None, 3)
+            out[name] = typ.strip()
+    return out
+
+
 def output_root() -> Path:
     env = os.environ.get("SHOAL_TEST_OUTPUT")
     if env:
@@ -997,10 +1026,13 @@ class Shoald(_Daemon):
     def admin(self, path: str, timeout: float = 5.0) -> Response:
         return http_request("127.0.0.1", self.admin_port, "GET", path, timeout=timeout)
 
-    def metrics(self) -> dict:
+    def metrics_text(self) -> str:
         r = self.admin("/metrics")
         assert r.status == 200, f"/metrics: {r.status}"
-        return parse_metrics(r.body.decode())
+        return r.body.decode()
+
+    def metrics(self) -> dict:
+        return parse_metrics(self.metrics_text())
 
     def metric(self, name: str, default: float = 0.0) -> float:
         return self.metrics().get(name, default)
@@ -1416,9 +1448,13 @@ class Scheduler(_Daemon):
     def stop(self, timeout: float = 10.0) -> int:
         return self._end(lambda p: p.stop(signal.SIGTERM, timeout=timeout))
 
-    def metrics(self) -> dict:
+    def metrics_text(self) -> str:
         r = http_request("127.0.0.1", self.http_port, "GET", "/metrics", timeout=5.0)
-        return parse_metrics(r.body.decode())
+        assert r.status == 200, f"scheduler /metrics: {r.status}"
+        return r.body.decode()
+
+    def metrics(self) -> dict:
+        return parse_metrics(self.metrics_text())
 
 
 def _port_open(port: int) -> bool:
