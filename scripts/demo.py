@@ -3,7 +3,8 @@
 a local registry with `shoalctl push` (a ModelPack artifact), then N shoald
 nodes (with shoal-scheduler) pull it at the same moment with `shoalctl pull`,
 each into its own directory. Prints each node's time and where its bytes
-came from, checks every copy is byte-identical to the source (modes too),
+came from, checks every copy is byte-identical to the source (modes too, less
+write bits: pulled files are read-only hard links from the cache),
 and what the registry served (from its own access log) against the model size."""
 
 import argparse
@@ -105,7 +106,7 @@ def main() -> int:
         print(f"\n{'node':6} {'time s':>7} {'from peers':>12} {'from registry':>14} {'identical':>9}")
         for i, d in enumerate(nodes):
             m = d.metrics()
-            ok = h.dir_contents(dests[i]) == files
+            ok = h.dir_contents(dests[i]) == h.as_pulled(files)
             print(f"node{i + 1:<2} {times[i]:7.2f} {human(m.get('shoal_peer_bytes_total', 0)):>12} "
                   f"{human(m.get('shoal_source_bytes_total', 0)):>14} {'yes' if ok else 'NO':>9}")
             if not ok:
