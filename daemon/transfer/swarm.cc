@@ -1,7 +1,10 @@
 #include "daemon/transfer/swarm.h"
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <set>
@@ -74,17 +77,90 @@ awaitable<result<peer_reply>> peer_get(asio::any_io_executor ex, std::string add
   co_return out;
 }
 
-awaitable<std::string> hash_string(std::shared_ptr<const std::string> data) {
-  co_return sha256_hex(*data);
+// A piece's bytes from a parent, uninitialised until received.
+struct piece_bytes {
+  explicit piece_bytes(std::size_t n) : bytes(new char[n]), size(n) {}
+  std::unique_ptr<char[]> bytes;
+  std::size_t size;
+  const char* data() const { return bytes.get(); }
+};
+
+struct piece_reply {
+  unsigned status = 0;
+  std::shared_ptr<piece_bytes> body;  // set for 200 with the expected length
+  std::uint64_t length = 0;           // Content-Length the parent sent
+};
+
+// GET of one piece: the header through Beast, the body read straight into
+// one buffer of the piece's size (no parser copy, large reads).
+awaitable<result<piece_reply>> peer_get_piece(asio::any_io_executor ex, std::string addr,
+                                              std::string target, std::uint64_t size,
+                                              std::chrono::seconds timeout, bool* timed_out) {
+  *timed_out = false;
+  auto ep = http::parse_endpoint(addr);
+  if (!ep) co_return error(errc::invalid_argument, "parent address '" + addr + "' is invalid");
+  beast::tcp_stream stream(ex);
+  stream.expires_after(std::chrono::seconds(5));
+  auto [cec] = co_await stream.async_connect(*ep, asio::as_tuple(use_awaitable));
+  if (cec) {
+    *timed_out = cec == beast::error::timeout;
+    co_return error(errc::network, "connect to parent " + addr + ": " + cec.message());
+  }
+  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
+  req.set(bhttp::field::host, addr);
+  req.set(bhttp::field::user_agent, "shoald");
+  stream.expires_after(timeout);
+  auto [wec, wn] = co_await bhttp::async_write(stream, req, asio::as_tuple(use_awaitable));
+  if (wec) co_return error(errc::network, "request to parent " + addr + ": " + wec.message());
+  beast::flat_buffer buf;
+  bhttp::response_parser<bhttp::empty_body> parser;
+  parser.header_limit(16 * 1024);
+  auto [hec, hn] = co_await bhttp::async_read_header(stream, buf, parser,
+                                                      asio::as_tuple(use_awaitable));
+  if (hec) {
+    *timed_out = hec == beast::error::timeout;
+    co_return error(errc::network, "reading " + target + " from parent " + addr + ": " + hec.message());
+  }
+  piece_reply out;
+  out.status = parser.get().result_int();
+  out.length = parser.content_length().value_or(0);
+  if (out.status != 200 || !parser.content_length() || out.length != size) co_return out;
+  auto body = std::make_shared<piece_bytes>(static_cast<std::size_t>(size));
+  // Body bytes that came with the header, then the rest straight into place.
+  std::size_t have = std::min<std::size_t>(buf.size(), body->size);
+  asio::buffer_copy(asio::buffer(body->bytes.get(), have), buf.data());
+  if (have < body->size) {
+    auto [rec, rn] = co_await asio::async_read(
+        stream, asio::buffer(body->bytes.get() + have, body->size - have),
+        asio::as_tuple(use_awaitable));
+    if (rec) {
+      *timed_out = rec == beast::error::timeout;
+      co_return error(errc::network, "reading " + target + " from parent " + addr + ": " +
+                                         std::to_string(have + rn) + " of " +
+                                         std::to_string(size) + " bytes: " + rec.message());
+    }
+  }
+  out.body = std::move(body);
+  boost::system::error_code ignore;
+  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignore);
+  co_return out;
 }
 
-// Hashes the whole content file (on the blocking pool).
-awaitable<result<std::string>> hash_file(std::shared_ptr<storage::task_handle> h) {
+awaitable<std::string> hash_piece(std::shared_ptr<const piece_bytes> p) {
+  co_return sha256_hex(std::string_view(p->data(), p->size));
+}
+
+// Hashes the whole content file (on the blocking pool). Returns "" without
+// finishing once *skip is set (the sealed digest list made the pass
+// redundant, see swarm_session::verify).
+awaitable<result<std::string>> hash_file(std::shared_ptr<storage::task_handle> h,
+                                         std::shared_ptr<const std::atomic<bool>> skip) {
   sha256 whole;
   std::vector<char> buf(4 << 20);
   std::uint64_t off = 0;
   const std::uint64_t size = h->meta().content_length;
   while (off < size) {
+    if (skip && skip->load()) co_return std::string();
     auto got = h->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(buf.size(), size - off)));
     if (!got) co_return std::move(got).error();
     if (*got == 0) co_return error(errc::io, "short read from " + h->path().string());
@@ -121,7 +197,11 @@ swarm_metrics::swarm_metrics(metrics::registry& r)
       fetch_seconds(r.add_histogram("shoal_piece_fetch_seconds",
                                     "Time to fetch one piece from a parent (request to verified)",
                                     metrics::exponential_buckets(0.005, 2, 14))
-                        .with()) {}
+                        .with()),
+      verifications(r.add_counter("shoal_blob_verifications_total",
+                                  "Completed swarm downloads by how the whole blob was verified: "
+                                  "hashed, or every piece matched a sealed digest list",
+                                  {"how"})) {}
 
 // One task's swarm download (and afterwards its presence as a parent).
 class swarm_session : public std::enable_shared_from_this<swarm_session> {
@@ -314,8 +394,16 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     reconnect_failures_ = 0;
     switch (d.decision_case()) {
       case v1::Decision::kDigests:
-        for (const auto& pd : d.digests().digests())
-          if (pd.index() < count_ && digests_[pd.index()].empty()) digests_[pd.index()] = pd.sha256();
+        for (const auto& pd : d.digests().digests()) {
+          if (pd.index() >= count_) continue;
+          auto& known = digests_[pd.index()];
+          if (known.empty()) known = pd.sha256();
+          else if (known != pd.sha256()) digest_conflict_ = true;
+        }
+        if (d.digests().sealed()) {
+          sealed_ = true;
+          if (seal_skip_ && !digest_conflict_) seal_skip_->store(true);
+        }
         accept_parked();
         pump();
         break;
@@ -517,18 +605,36 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     asio::co_spawn(ex_, verify(shared_from_this()), asio::detached);
   }
 
+  // The whole blob is hashed to its digest before it is served complete and
+  // reported Done — unless every piece was checked, in this session, against
+  // a sealed digest list: sealed means a copy whose pieces hash to exactly
+  // these digests was itself hashed whole to the task's digest (the source's
+  // SourceFinished, or a peer's Done), so ours, piece for piece the same
+  // SHA-256 values, is the same content (short of a SHA-256 collision). The
+  // pass starts at once and stops when the seal arrives, so waiting for it
+  // never costs more than hashing. The source, pieces read from origin and
+  // pieces resumed from disk always take the full pass.
   static awaitable<void> verify(std::shared_ptr<swarm_session> self) {
     auto& tm = self->tm_;
     auto t = self->t_;
-    auto hashing = hash_file(t->handle_);
+    std::shared_ptr<std::atomic<bool>> skip;
+    if (!self->is_source_ && !self->digest_conflict_ &&
+        std::all_of(self->checked_.begin(), self->checked_.end(), [](bool b) { return b; })) {
+      skip = std::make_shared<std::atomic<bool>>(self->sealed_);
+      self->seal_skip_ = skip;
+    }
+    auto hashing = hash_file(t->handle_, skip);
     auto got = co_await asio::co_spawn(tm.blocking_.get_executor(), std::move(hashing),
                                        use_awaitable);
+    self->seal_skip_.reset();
     if (!self->downloading()) co_return;
     if (!got) {
       self->fail(std::move(got).error());
       co_return;
     }
-    const bool verified = *got == t->digest_.hex;
+    const bool by_sealed_list = got->empty();
+    self->m().verifications.with({by_sealed_list ? "sealed_list" : "hashed"}).inc();
+    const bool verified = by_sealed_list || *got == t->digest_.hex;
     if (!verified) {
       tm.metrics_.digest_mismatch.inc();
       if (self->is_source_) {
@@ -793,8 +899,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     bool timed_out = false;
     std::string target = "/v1/tasks/" + self->id() + "/pieces/" + std::to_string(n);
     std::string to = addr;
-    auto r = co_await peer_get(self->ex_, std::move(to), std::move(target), size + 1,
-                               self->s_.opts_.piece_timeout, &timed_out);
+    auto r = co_await peer_get_piece(self->ex_, std::move(to), std::move(target), size,
+                                     self->s_.opts_.piece_timeout, &timed_out);
     auto& ps = self->parents_[pid];
     --ps.in_flight;
     --self->total_in_flight_;
@@ -809,12 +915,13 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->pump();
       co_return;
     }
-    if (r->status != 200 || r->body.size() != size) {
+    if (r->status != 200 || !r->body) {
       if (r->status == 404 && n < ps.has.size()) ps.has[n] = false;
       if (r->status == 503) ps.busy_until = clock::now() + std::chrono::milliseconds(200);
       self->piece_failed(n, pid, v1::PieceFailed::UNAVAILABLE,
-                         "status " + std::to_string(r->status) + ", " +
-                             std::to_string(r->body.size()) + " bytes");
+                         "status " + std::to_string(r->status) + ", Content-Length " +
+                             std::to_string(r->length) + " (piece is " + std::to_string(size) +
+                             " bytes)");
       self->pump();
       co_return;
     }
@@ -822,8 +929,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->pump();
       co_return;
     }
-    auto body = std::make_shared<const std::string>(std::move(r->body));
-    auto hashing = hash_string(body);
+    std::shared_ptr<const piece_bytes> body = std::move(r->body);
+    auto hashing = hash_piece(body);
     auto hex = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(hashing),
                                        use_awaitable);
     if (self->work_gen_ != gen || !self->downloading()) co_return;
@@ -842,7 +949,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   }
 
   struct parked_piece {
-    std::shared_ptr<const std::string> body;
+    std::shared_ptr<const piece_bytes> body;
     std::string sha256;
     std::string parent;
     clock::time_point start;
@@ -862,13 +969,14 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       return;
     }
     if (auto w = t_->handle_->write(piece_offset(n, t_->piece_length()),
-                                    std::span<const char>(p.body->data(), p.body->size()));
+                                    std::span<const char>(p.body->data(), p.body->size));
         !w) {
       fail(std::move(w).error());
       return;
     }
-    peer_bytes_ += p.body->size();
-    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size()));
+    checked_[n] = true;
+    peer_bytes_ += p.body->size;
+    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size));
     m().fetch_seconds.observe(std::chrono::duration<double>(clock::now() - p.start).count());
     on_piece_written(n, p.sha256, p.parent);
   }
@@ -922,6 +1030,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   bool fell_back_ = false;
   bool verifying_ = false;
   bool reconnecting_ = false;
+  // Pieces written from a parent after matching the scheduler's digest.
+  std::vector<bool> checked_ = std::vector<bool>(count_, false);
+  bool sealed_ = false;           // the scheduler said the digest list is final
+  bool digest_conflict_ = false;  // a digest differed from one received before
+  // Set while the whole-blob pass may stop early (see verify()).
+  std::shared_ptr<std::atomic<bool>> seal_skip_;
 };
 
 swarm::swarm(task_manager& tm, scheduler_client& sched, metrics::registry& reg, swarm_options opts)

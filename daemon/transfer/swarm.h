@@ -46,6 +46,7 @@ struct swarm_metrics {
   metrics::family<metrics::counter>& peer_bytes;       // shoal_peer_bytes_total{parent}
   metrics::family<metrics::counter>& piece_failures;   // shoal_piece_failures_total{reason}
   metrics::histogram& fetch_seconds;                   // shoal_piece_fetch_seconds
+  metrics::family<metrics::counter>& verifications;    // shoal_blob_verifications_total{how}
 };
 
 class swarm {
