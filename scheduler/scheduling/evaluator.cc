@@ -7,14 +7,16 @@ namespace shoal::scheduler {
 bool evaluator::is_candidate(const registry& reg, const task& t, const peer& child,
                              const peer& candidate) const {
   if (candidate.host == child.host || !candidate.live()) return false;
-  if (child.blocked.contains(candidate.host)) return false;
-  const host* h = reg.find_host(candidate.host);
-  if (h == nullptr || !h->can_serve()) return false;
-  if (candidate.finished.count_and_not(child.finished) > 0) return true;
+  // Cheapest test first: choose() scans hundreds of peers per decision, and
+  // early in a download most hold nothing the child lacks.
   // The running source is worth connecting to before it holds much: it is
   // receiving from origin and children long-poll its bitmap.
-  return t.state() == task_state::running && t.source.current == candidate.host &&
-         candidate.state == peer_state::running;
+  const bool useful = candidate.finished.count_and_not(child.finished) > 0 ||
+                      (t.state() == task_state::running && t.source.current == candidate.host &&
+                       candidate.state == peer_state::running);
+  if (!useful || child.blocked.contains(candidate.host)) return false;
+  const host* h = reg.find_host(candidate.host);
+  return h != nullptr && h->can_serve();
 }
 
 std::vector<const peer*> evaluator::candidates(const registry& reg, const task& t,
