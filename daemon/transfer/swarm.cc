@@ -14,6 +14,7 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <deque>
+#include <limits>
 #include <optional>
 #include <random>
 
@@ -115,6 +116,9 @@ awaitable<result<piece_reply>> peer_get_piece(asio::any_io_executor ex, std::str
   beast::flat_buffer buf;
   bhttp::response_parser<bhttp::empty_body> parser;
   parser.header_limit(16 * 1024);
+  // The body is read below, not by the parser; its default limit (8 MiB)
+  // would refuse the header of any larger piece; a wrong length is checked below.
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
   auto [hec, hn] = co_await bhttp::async_read_header(stream, buf, parser,
                                                       asio::as_tuple(use_awaitable));
   if (hec) {

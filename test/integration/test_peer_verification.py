@@ -26,7 +26,7 @@ def test_child_of_a_sealed_blob_skips_the_whole_blob_pass(registry, scheduler_fa
     r = a.get_blob("models/v", digest)
     assert r.complete and r.digest == digest, (r.error, a.log_tail())
     # the source hashes the whole blob itself: it is what seals the digest list
-    assert h.wait_until(lambda: verifications(a, "hashed") == 1, 10), a.log_tail()
+    h.wait_until(lambda: verifications(a, "hashed") == 1, 10, what="the source's whole-blob hash")
     assert verifications(a, "sealed_list") == 0
     time.sleep(0.5)  # SourceFinished reaches the scheduler
     mark = registry.log_mark()
@@ -36,7 +36,7 @@ def test_child_of_a_sealed_blob_skips_the_whole_blob_pass(registry, scheduler_fa
     assert registry.blob_body_bytes(digest, since=mark) == 0
     assert h.peer_bytes(b) == size
     # every piece matched the sealed list: no second pass over the blob
-    assert h.wait_until(lambda: verifications(b, "sealed_list") == 1, 10), b.log_tail()
+    h.wait_until(lambda: verifications(b, "sealed_list") == 1, 10, what="B verified by the sealed list")
     assert verifications(b, "hashed") == 0
     # and what B serves from its cache is the blob
     r = b.get_blob("models/v", digest)
@@ -59,8 +59,7 @@ def test_children_while_the_source_reads_verify_every_blob(registry, scheduler_f
     for d, r in zip(ds, results):
         assert r.complete and r.digest == digest, (d.name, r.error, d.log_tail())
     for d in ds:
-        assert h.wait_until(
-            lambda: verifications(d, "hashed") + verifications(d, "sealed_list") == 1, 10), \
-            d.log_tail()
+        h.wait_until(lambda: verifications(d, "hashed") + verifications(d, "sealed_list") == 1, 10,
+                     what=f"{d.name}'s one verification")
     # the source (the one that read the registry) always hashed
     assert sum(verifications(d, "hashed") for d in ds) >= 1
