@@ -3,19 +3,28 @@
 # Idempotent: only missing packages are installed.
 set -euo pipefail
 
-PACKAGES=(
-  # build
+# --build-only: what building needs, nothing for tests (deploy/Containerfile).
+BUILD_PACKAGES=(
   cmake ninja-build ccache g++ pkg-config
   libboost1.81-dev libboost-url1.81-dev libboost-json1.81-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libspdlog-dev catch2 libssl-dev libyaml-cpp-dev libcli11-dev libarchive-dev
+)
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
   # real peers for tests and the demo
   docker-registry skopeo containerd curl apache2-utils python3 python3-pytest
   iproute2 procps
   # benchmarks (network namespaces, load) and operating (dashboard browser test,
   # promtool, systemd-analyze, ModelPack schema checks)
   wrk chromium chromium-driver prometheus systemd python3-jsonschema
+  # deploy tests: Kubernetes manifests and Grafana JSON (kubectl comes with the machine)
+  python3-yaml
 )
+
+if [ "${1:-}" = "--build-only" ]; then
+  PACKAGES=("${BUILD_PACKAGES[@]}")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

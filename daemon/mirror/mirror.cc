@@ -81,7 +81,9 @@ mirror::mirror(source::registry_client& origin, transfer::task_manager& tasks,
                       .with()),
       cache_misses_(
           reg.add_counter("shoal_cache_misses_total", "Blob requests that needed a download")
-              .with()) {}
+              .with()),
+      cache_bytes_(transfer::bytes_by_source(reg).with({"cache"})),
+      storage_failures_(transfer::failures_by_kind(reg).with({"storage"})) {}
 
 awaitable<bool> mirror::handle(http::request req, http::beast::tcp_stream& stream) {
   route r;
@@ -360,6 +362,8 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
   bool hit = false;
   auto acquired = tasks_.acquire(*d, size, target, &hit);
   if (!acquired) {
+    if (acquired.error().is(errc::no_space) || acquired.error().is(errc::io))
+      storage_failures_.inc();
     auto st = acquired.error().is(errc::no_space)         ? status::service_unavailable
               : acquired.error().is(errc::upstream_error) ? status::bad_gateway
                                                           : status::internal_server_error;
@@ -397,6 +401,7 @@ awaitable<bool> mirror::handle_blob(const http::request& req, route r,
     if (upto == end && !t->readable(tail)) --upto;  // hold the final byte back
     auto sent = co_await send_file(stream.socket(), t->fd(), pos, upto - pos);
     client_bytes_.inc(static_cast<double>(sent.bytes));
+    if (hit) cache_bytes_.inc(static_cast<double>(sent.bytes));
     pos += sent.bytes;
     if (sent.ec) {
       if (sent.ec != asio::error::broken_pipe && sent.ec != asio::error::connection_reset)

@@ -69,6 +69,8 @@ class mirror {
   metrics::counter& client_bytes_;
   metrics::counter& cache_hits_;
   metrics::counter& cache_misses_;
+  metrics::counter& cache_bytes_;  // shoal_bytes_total{source="cache"}
+  metrics::counter& storage_failures_;  // shoal_failures_total{kind="storage"}
   // Upstream HEADs that proved a credential may read a blob or manifest.
   std::map<std::string, std::pair<std::chrono::steady_clock::time_point, upstream_check>> auth_ok_;
 };

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 
@@ -23,6 +24,7 @@
 #include "daemon/mirror/mirror.h"
 #include "daemon/source/registry_client.h"
 #include "daemon/storage/store.h"
+#include "daemon/transfer/preheat.h"
 #include "daemon/transfer/scheduler_client.h"
 #include "daemon/transfer/swarm.h"
 #include "daemon/transfer/task_manager.h"
@@ -61,9 +63,9 @@ int fail(const std::string& what) {
 }
 
 // /healthz, /readyz and /metrics on the admin listener.
+// `refresh` updates the gauges that are read at scrape time.
 asio::awaitable<bool> admin(shoal::http::request req, boost::beast::tcp_stream& stream,
-                            shoal::metrics::registry& reg, shoal::storage::store& store,
-                            shoal::metrics::gauge& disk, shoal::metrics::gauge& evictions,
+                            shoal::metrics::registry& reg, const std::function<void()>& refresh,
                             bool& ready) {
   using shoal::http::status;
   std::string_view target = req.target();
@@ -74,8 +76,7 @@ asio::awaitable<bool> admin(shoal::http::request req, boost::beast::tcp_stream& 
                                          ready ? status::ok : status::service_unavailable,
                                          ready ? "ready\n" : "starting\n", "text/plain");
   if (target == "/metrics") {
-    disk.set(static_cast<double>(store.disk_usage()));
-    evictions.set(static_cast<double>(store.evictions_total()));
+    refresh();
     co_return co_await shoal::http::send(stream, req, status::ok, reg.render(),
                                          "text/plain; version=0.0.4; charset=utf-8");
   }
@@ -166,9 +167,16 @@ int main(int argc, char** argv) {
   if (!up_rate) return fail("--upload-rate-limit: " + up_rate.error().message);
   const bool swarm_mode = !f.schedulers.empty();
   if (swarm_mode) {
-    for (const auto& a : f.schedulers)
-      if (auto ep = shoal::http::parse_endpoint(a); !ep || a.empty())
+    // HOST may be a DNS name (gRPC resolves it; e.g. a StatefulSet pod's
+    // name behind a headless Service), so only the shape is checked here.
+    for (const auto& a : f.schedulers) {
+      auto colon = a.rfind(':');
+      bool port_ok = colon != std::string::npos && colon + 1 < a.size() &&
+                     a.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+                     a.size() - colon - 1 <= 5 && std::stoul(a.substr(colon + 1)) <= 65535;
+      if (!port_ok || colon == 0 || a.find_first_of("/ ") != std::string::npos)
         return fail("--scheduler: '" + a + "' is not HOST:PORT");
+    }
     if (f.advertise_addr.empty()) {
       if (peer_ep->address().is_unspecified())
         return fail("--advertise-addr is needed with --scheduler when --peer-listen binds " +
@@ -196,7 +204,18 @@ int main(int argc, char** argv) {
   shoal::metrics::registry reg;
   auto& disk = reg.add_gauge("shoal_storage_disk_bytes", "Bytes of content in the piece cache").with();
   auto& evictions =
-      reg.add_gauge("shoal_storage_gc_evictions", "Tasks evicted by GC since start").with();
+      reg.add_counter("shoal_storage_gc_evictions_total", "Tasks evicted by GC since start").with();
+  auto& fs_size = reg.add_gauge("shoal_storage_filesystem_size_bytes",
+                                "Size of the filesystem holding --data-dir").with();
+  auto& fs_free = reg.add_gauge("shoal_storage_filesystem_free_bytes",
+                                "Bytes available to shoald on the filesystem holding --data-dir")
+                      .with();
+  auto& peers_active = reg.add_gauge("shoal_peers_active",
+                                     "Parent daemons that downloads in progress fetch from now")
+                           .with();
+  reg.add_gauge("shoal_upload_slots", "Concurrent piece uploads allowed (--upload-slots)")
+      .with()
+      .set(swarm_mode ? f.upload_slots : 0);
   bool ready = false;
 
   {
@@ -220,6 +239,7 @@ int main(int argc, char** argv) {
     std::optional<shoal::http::server> peer_srv;
     std::optional<shoal::transfer::scheduler_client> sched;
     std::optional<shoal::transfer::swarm> swarm;
+    std::optional<shoal::transfer::preheater> preheat;
     if (swarm_mode) {
       pieces.emplace(tasks, reg, uopts);
       peer_srv.emplace(io.get_executor(), "peer");
@@ -255,6 +275,15 @@ int main(int argc, char** argv) {
       wopts.host_id = f.host_id;
       wopts.back_to_source = !f.no_back_to_source;
       swarm.emplace(tasks, *sched, reg, wopts);
+      if (f.seed) {
+        // Seeds take preheat jobs from the scheduler (scheduler/README.md "Preheat").
+        shoal::transfer::preheat_options popts;
+        popts.host_id = f.host_id;
+        preheat.emplace(io.get_executor(), tasks, origin, *sched, popts);
+        sched->on_preheat([&preheat](std::size_t i, const shoal::v1::PreheatAssignment& a) {
+          preheat->on_assignment(i, a);
+        });
+      }
       sched->start();
     }
     shoal::mirror::options mopts;
@@ -269,8 +298,18 @@ int main(int argc, char** argv) {
     mirror_srv.start([&mirror](shoal::http::request req, boost::beast::tcp_stream& s) {
       return mirror.handle(std::move(req), s);
     });
+    std::function<void()> refresh = [&] {
+      disk.set(static_cast<double>((*store)->disk_usage()));
+      evictions.inc(static_cast<double>((*store)->evictions_total()) - evictions.value());
+      struct statvfs vfs {};
+      if (statvfs(f.data_dir.c_str(), &vfs) == 0) {
+        fs_size.set(static_cast<double>(std::uint64_t{vfs.f_blocks} * vfs.f_frsize));
+        fs_free.set(static_cast<double>(std::uint64_t{vfs.f_bavail} * vfs.f_frsize));
+      }
+      peers_active.set(swarm ? static_cast<double>(swarm->active_parents()) : 0.0);
+    };
     admin_srv.start([&](shoal::http::request req, boost::beast::tcp_stream& s) {
-      return admin(std::move(req), s, reg, **store, disk, evictions, ready);
+      return admin(std::move(req), s, reg, refresh, ready);
     });
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -281,6 +320,7 @@ int main(int argc, char** argv) {
       mirror_srv.stop();
       admin_srv.stop();
       if (peer_srv) peer_srv->stop();
+      if (preheat) preheat->stop();
       if (swarm) swarm->stop();
       if (sched) sched->stop();
       tasks.stop();

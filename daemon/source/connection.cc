@@ -13,6 +13,7 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 namespace shoal::source {
 namespace {
@@ -102,6 +103,15 @@ asio::awaitable<beast::error_code> connection::write(const http::request<http::e
     co_return ec;
   }
   auto [ec, n] = co_await http::async_write(*plain_, req, nothrow);
+  co_return ec;
+}
+
+asio::awaitable<beast::error_code> connection::write_raw(std::span<const char> data) {
+  if (tls_) {
+    auto [ec, n] = co_await asio::async_write(*tls_, asio::buffer(data.data(), data.size()), nothrow);
+    co_return ec;
+  }
+  auto [ec, n] = co_await asio::async_write(*plain_, asio::buffer(data.data(), data.size()), nothrow);
   co_return ec;
 }
 

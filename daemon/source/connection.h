@@ -48,6 +48,8 @@ class connection {
   void close();
 
   asio::awaitable<beast::error_code> write(const http::request<http::empty_body>& req);
+  // Writes body bytes after a header sent with write() (uploads).
+  asio::awaitable<beast::error_code> write_raw(std::span<const char> data);
   asio::awaitable<beast::error_code> read_header(http::response_parser<http::empty_body>& p);
   asio::awaitable<beast::error_code> read(http::response_parser<http::string_body>& p);
   // Reads at most what fits in p's body buffer; need_buffer is not an error.

@@ -166,6 +166,8 @@ awaitable<bool> scheduler_client::announce(std::size_t i) {
   }
   if (c->resp.announce_interval_seconds() > 0)
     interval_s_ = std::min<std::uint32_t>(c->resp.announce_interval_seconds(), 60);
+  if (on_preheat_)
+    for (const auto& a : c->resp.preheats()) on_preheat_(i, a);
   co_return true;
 }
 

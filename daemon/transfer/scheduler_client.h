@@ -86,6 +86,13 @@ class scheduler_client {
   // LeaveHost to every scheduler (blocking, short deadline; call after the
   // I/O loop stopped, at shutdown).
   void leave_blocking();
+  // Preheat jobs that come with heartbeat answers (seed hosts; see
+  // daemon/transfer/preheat.h): called on the I/O executor with the index of
+  // the scheduler that sent the job.
+  using preheat_fn = std::function<void(std::size_t, const v1::PreheatAssignment&)>;
+  void on_preheat(preheat_fn f) { on_preheat_ = std::move(f); }
+  v1::Scheduler::Stub& stub(std::size_t i) { return *stubs_[i]; }
+  std::size_t size() const { return addrs_.size(); }
 
  private:
   boost::asio::awaitable<void> heartbeat_loop();
@@ -98,6 +105,7 @@ class scheduler_client {
   std::uint32_t interval_s_ = 5;
   bool stopped_ = false;
   std::shared_ptr<boost::asio::steady_timer> sleep_;
+  preheat_fn on_preheat_;
 };
 
 }  // namespace shoal::transfer

@@ -198,10 +198,9 @@ swarm_metrics::swarm_metrics(metrics::registry& r)
       piece_failures(r.add_counter("shoal_piece_failures_total",
                                    "Piece downloads from parents that failed, by reason",
                                    {"reason"})),
-      fetch_seconds(r.add_histogram("shoal_piece_fetch_seconds",
-                                    "Time to fetch one piece from a parent (request to verified)",
-                                    metrics::exponential_buckets(0.005, 2, 14))
-                        .with()),
+      fetch_seconds(piece_fetch_seconds(r).with({"peer"})),
+      bytes(bytes_by_source(r).with({"peer"})),
+      failures(failures_by_kind(r)),
       verifications(r.add_counter("shoal_blob_verifications_total",
                                   "Completed swarm downloads by how the whole blob was verified: "
                                   "hashed, or every piece matched a sealed digest list",
@@ -243,6 +242,14 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     log()->info("task {}: joining the swarm via scheduler {} ({} of {} pieces cached)",
                 short_id(), s_.sched_.address(idx_), count_held(), count_);
     asio::co_spawn(ex_, connect(self), asio::detached);
+  }
+
+  // Adds the parents this download may fetch from now (for shoal_peers_active).
+  void parents_in_use(std::set<std::string>& out) const {
+    if (!downloading()) return;
+    const auto now = clock::now();
+    for (const auto& [id, p] : parents_)
+      if (p.usable(now) && !blocked_.contains(id)) out.insert(id);
   }
 
   // Shutdown or replacement: end the stream, stop fetching.
@@ -343,6 +350,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   // (unless --no-back-to-source); mid-transfer: keep going, retry.
   void on_unreachable(const std::string& why) {
     if (ended_ || fell_back_) return;
+    m().failures.with({"scheduler"}).inc();
     if (!ever_decided_ && !done_) {
       if (s_.opts_.back_to_source) {
         log()->warn("task {}: {}; downloading from origin without the swarm", short_id(), why);
@@ -389,7 +397,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     }
     log()->info("task {}: scheduler stream ended ({}); re-registering", short_id(),
                 st.ok() ? "ok" : st.error_message());
-    if (!st.ok()) ++reconnect_failures_;
+    if (!st.ok()) {
+      ++reconnect_failures_;
+      m().failures.with({"scheduler"}).inc();
+    }
     schedule_reconnect();
   }
 
@@ -568,7 +579,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       auto r = co_await self->tm_.fetch_run(std::move(t), std::move(origin), first, last, nullptr,
                                             std::move(cancel_fn), std::move(on_piece));
       if (!r && !cancelled()) {
-        self->tm_.metrics_.origin_failures.inc();
+        self->tm_.metrics_.origin_failed();
         self->fail(error(r.error().code, r.error().message));
         co_return;
       }
@@ -640,7 +651,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     self->m().verifications.with({by_sealed_list ? "sealed_list" : "hashed"}).inc();
     const bool verified = by_sealed_list || *got == t->digest_.hex;
     if (!verified) {
-      tm.metrics_.digest_mismatch.inc();
+      tm.metrics_.blob_mismatch();
       if (self->is_source_) {
         v1::PeerEvent ev;
         ev.mutable_source_finished()->set_sha256(*got);
@@ -884,6 +895,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   void piece_failed(std::uint32_t n, const std::string& pid, v1::PieceFailed::Reason reason,
                     const std::string& msg) {
     m().piece_failures.with({reason_name(reason)}).inc();
+    m().failures.with({"peer_piece"}).inc();
     log()->debug("task {}: piece {} from {}: {}", short_id(), n, pid, msg);
     v1::PeerEvent ev;
     auto* f = ev.mutable_piece_failed();
@@ -981,6 +993,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     checked_[n] = true;
     peer_bytes_ += p.body->size;
     m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size));
+    m().bytes.inc(static_cast<double>(p.body->size));
     m().fetch_seconds.observe(std::chrono::duration<double>(clock::now() - p.start).count());
     on_piece_written(n, p.sha256, p.parent);
   }
@@ -1059,6 +1072,12 @@ void swarm::start(std::shared_ptr<task> t, source::request_target origin) {
   auto s = std::make_shared<swarm_session>(*this, std::move(t), std::move(origin));
   sessions_[id] = s;
   s->begin();
+}
+
+std::size_t swarm::active_parents() const {
+  std::set<std::string> ids;
+  for (const auto& [id, s] : sessions_) s->parents_in_use(ids);
+  return ids.size();
 }
 
 void swarm::stop() {

@@ -45,7 +45,9 @@ struct swarm_metrics {
   explicit swarm_metrics(metrics::registry& r);
   metrics::family<metrics::counter>& peer_bytes;       // shoal_peer_bytes_total{parent}
   metrics::family<metrics::counter>& piece_failures;   // shoal_piece_failures_total{reason}
-  metrics::histogram& fetch_seconds;                   // shoal_piece_fetch_seconds
+  metrics::histogram& fetch_seconds;                   // shoal_piece_fetch_seconds{source="peer"}
+  metrics::counter& bytes;                             // shoal_bytes_total{source="peer"}
+  metrics::family<metrics::counter>& failures;         // shoal_failures_total{kind}
   metrics::family<metrics::counter>& verifications;    // shoal_blob_verifications_total{how}
 };
 
@@ -58,6 +60,8 @@ class swarm {
   // Ends every stream (shutdown).
   void stop();
   std::size_t sessions() const { return sessions_.size(); }
+  // Distinct parent hosts that downloads in progress may fetch from now.
+  std::size_t active_parents() const;
 
  private:
   friend class swarm_session;

@@ -54,7 +54,27 @@ struct metrics_set {
   metrics::counter& digest_mismatch;   // shoal_digest_mismatch_total
   metrics::counter& origin_failures;   // shoal_source_failures_total
   metrics::gauge& tasks_active;        // shoal_tasks_active
+  metrics::counter& registry_bytes;    // shoal_bytes_total{source="registry"}
+  metrics::histogram& origin_piece_seconds;  // shoal_piece_fetch_seconds{source="registry"}
+  metrics::family<metrics::counter>& failures;  // shoal_failures_total{kind}
+  // An origin download (or a source peer's origin run) failed.
+  void origin_failed() {
+    origin_failures.inc();
+    failures.with({"origin"}).inc();
+  }
+  // A blob's bytes did not hash to its digest.
+  void blob_mismatch() {
+    digest_mismatch.inc();
+    failures.with({"digest_mismatch"}).inc();
+  }
 };
+
+// Families shared by the modules that add to them (one name, one help text,
+// one bucket layout): bytes a daemon got by source, piece fetch latency by
+// source, and failures by kind.
+metrics::family<metrics::counter>& bytes_by_source(metrics::registry& r);
+metrics::family<metrics::histogram>& piece_fetch_seconds(metrics::registry& r);
+metrics::family<metrics::counter>& failures_by_kind(metrics::registry& r);
 
 class task_manager;
 class swarm;

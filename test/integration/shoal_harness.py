@@ -60,6 +60,35 @@ def shoald_binary() -> Path:
     return build_dir() / "daemon" / "shoald" / "shoald"
 
 
+def shoalctl_binary() -> Path:
+    env = os.environ.get("SHOALCTL_BIN")
+    if env:
+        return Path(env)
+    return build_dir() / "daemon" / "ctl" / "shoalctl"
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def promtool_check_metrics(text: str) -> tuple[int, str]:
+    """`promtool check metrics` on a /metrics body: (exit code, what it printed).
+    promtool lints names, HELP/TYPE lines and histogram layout."""
+    p = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                       capture_output=True, timeout=60)
+    return p.returncode, (p.stdout + p.stderr).decode()
+
+
+def metric_families(text: str) -> dict[str, str]:
+    """{family name: type} from the # TYPE lines of a /metrics body."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(None, 3)
+            out[name] = typ.strip()
+    return out
+
+
 def output_root() -> Path:
     env = os.environ.get("SHOAL_TEST_OUTPUT")
     if env:
@@ -997,10 +1026,13 @@ class Shoald(_Daemon):
     def admin(self, path: str, timeout: float = 5.0) -> Response:
         return http_request("127.0.0.1", self.admin_port, "GET", path, timeout=timeout)
 
-    def metrics(self) -> dict:
+    def metrics_text(self) -> str:
         r = self.admin("/metrics")
         assert r.status == 200, f"/metrics: {r.status}"
-        return parse_metrics(r.body.decode())
+        return r.body.decode()
+
+    def metrics(self) -> dict:
+        return parse_metrics(self.metrics_text())
 
     def metric(self, name: str, default: float = 0.0) -> float:
         return self.metrics().get(name, default)
@@ -1416,9 +1448,13 @@ class Scheduler(_Daemon):
     def stop(self, timeout: float = 10.0) -> int:
         return self._end(lambda p: p.stop(signal.SIGTERM, timeout=timeout))
 
-    def metrics(self) -> dict:
+    def metrics_text(self) -> str:
         r = http_request("127.0.0.1", self.http_port, "GET", "/metrics", timeout=5.0)
-        return parse_metrics(r.body.decode())
+        assert r.status == 200, f"scheduler /metrics: {r.status}"
+        return r.body.decode()
+
+    def metrics(self) -> dict:
+        return parse_metrics(self.metrics_text())
 
 
 def _port_open(port: int) -> bool:
@@ -1437,3 +1473,60 @@ def swarm_args(sched: "Scheduler | list[Scheduler]", extra: list[str] | None = N
 def peer_bytes(d: Shoald) -> float:
     """Verified piece bytes a daemon got from parents (its own counter)."""
     return d.metrics().get("shoal_peer_bytes_total", 0.0)
+
+
+# --------------------------------------------------------------------------
+# shoalctl and model directories (push, preheat)
+# --------------------------------------------------------------------------
+
+
+def shoalctl_binary() -> Path:
+    env = os.environ.get("SHOAL_SHOALCTL_BIN")
+    if env:
+        return Path(env)
+    return build_dir() / "daemon" / "ctl" / "shoalctl"
+
+
+def shoalctl(args: list, log_path: Path, timeout: float = 600, check: bool = True,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs shoalctl to completion; stdout and stderr together in .stdout."""
+    return run([shoalctl_binary()] + list(args), log_path, timeout=timeout, env=env, check=check)
+
+
+def build_model_dir(root: Path, weight_size: int = 256 * MiB) -> dict[str, tuple[str, int]]:
+    """A Hugging Face-like model directory with nested paths and varied modes.
+
+    Returns {relative path: (sha256 hex, mode)} of every file."""
+    root = Path(root)
+    files = {
+        "config.json": json.dumps({"model_type": "llama", "torch_dtype": "bfloat16",
+                                   "architectures": ["LlamaForCausalLM"],
+                                   "hidden_size": 4096}).encode(),
+        "generation_config.json": b'{"do_sample": true}\n',
+        "tokenizer.json": json.dumps({"version": "1.0", "model": {"vocab": {"a": 1}}}).encode(),
+        "README.md": b"# test model\n",
+        "LICENSE": b"Apache-2.0\n",
+        "code/modeling.py": b"print('hello')\n",
+        "code/run.sh": b"#!/bin/sh\necho run\n",
+        "weights/small/model-00002-of-00002.safetensors": os.urandom(3 * MiB + 17),
+    }
+    modes = {"code/run.sh": 0o755, "README.md": 0o600, "LICENSE": 0o444}
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    write_random_file(root / "weights" / "model-00001-of-00002.safetensors", weight_size)
+    for rel, mode in modes.items():
+        os.chmod(root / rel, mode)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[p.relative_to(root).as_posix()] = (sha256_file(p), p.stat().st_mode & 0o7777)
+    return out
+
+
+def dir_contents(root: Path) -> dict[str, tuple[str, int]]:
+    """{relative path: (sha256 hex, mode)} of every regular file under root."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): (sha256_file(p), p.stat().st_mode & 0o7777)
+            for p in sorted(root.rglob("*")) if p.is_file()}
