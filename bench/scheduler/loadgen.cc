@@ -436,10 +436,10 @@ void announce_all(const config& cfg, std::vector<std::unique_ptr<v1::Scheduler::
     stubs[h % stubs.size()]->async()->AnnounceHost(&raw->ctx, &raw->req, &raw->resp,
                                                     [&](grpc::Status s) {
                                                       (s.ok() ? g_count.announce_ok : g_count.announce_err)++;
-                                                      if (--pending == 0) {
-                                                        std::lock_guard l(mu);
-                                                        cv.notify_all();
-                                                      }
+                                                      // Under the lock: the waiter must not return (and
+                                                      // destroy mu, cv) before this callback is done.
+                                                      std::lock_guard l(mu);
+                                                      if (--pending == 0) cv.notify_all();
                                                     });
     calls.push_back(std::move(c));
   }
