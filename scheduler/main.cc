@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "common/http.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "scheduler/dashboard/dashboard.h"
 #include "scheduler/resource/clock.h"
 #include "scheduler/service/service.h"
 
@@ -38,6 +40,8 @@ struct flags {
   std::uint32_t announce_interval = 5;
   double preheat_seed_timeout = 60;
   std::string log_level = "info";
+  bool dashboard = true;
+  std::string dashboard_token;
 };
 
 int fail(const std::string& what) {
@@ -49,9 +53,11 @@ shoal::scheduler::duration seconds(double s) {
   return std::chrono::duration_cast<shoal::scheduler::duration>(std::chrono::duration<double>(s));
 }
 
-// /healthz and /metrics.
+// /healthz and /metrics (never behind the dashboard token: probes and
+// Prometheus scrape them), then the dashboard and its API when enabled.
 asio::awaitable<bool> http_api(shoal::http::request req, boost::beast::tcp_stream& stream,
-                               shoal::metrics::registry& reg) {
+                               shoal::metrics::registry& reg,
+                               shoal::scheduler::dashboard::server* dash) {
   using shoal::http::status;
   std::string_view target = req.target();
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
@@ -60,8 +66,12 @@ asio::awaitable<bool> http_api(shoal::http::request req, boost::beast::tcp_strea
   if (target == "/metrics")
     co_return co_await shoal::http::send(stream, req, status::ok, reg.render(),
                                          "text/plain; version=0.0.4; charset=utf-8");
-  co_return co_await shoal::http::send(stream, req, status::not_found,
-                                       "not found: try /healthz or /metrics\n", "text/plain");
+  if (dash != nullptr && shoal::scheduler::dashboard::server::owns(target))
+    co_return co_await dash->handle(std::move(req), stream);
+  co_return co_await shoal::http::send(
+      stream, req, status::not_found,
+      "not found: try /healthz or /metrics (the dashboard is off: --dashboard=false)\n",
+      "text/plain");
 }
 
 }  // namespace
@@ -73,8 +83,18 @@ int main(int argc, char** argv) {
   shoal::add_yaml_config(app, "");
   app.add_option("--listen", f.listen, "gRPC address for shoald (AnnounceHost, AnnouncePeer, ...)")
       ->capture_default_str();
-  app.add_option("--http-listen", f.http_listen, "Address of /healthz and /metrics")
+  app.add_option("--http-listen", f.http_listen,
+                 "Address of the dashboard, its JSON API (/api/v1/), /healthz and /metrics")
       ->capture_default_str();
+  app.add_flag("--dashboard,!--no-dashboard", f.dashboard,
+               "Serve the dashboard and its JSON API on --http-listen (--dashboard=false: "
+               "only /healthz and /metrics)")
+      ->capture_default_str();
+  app.add_option("--dashboard-token", f.dashboard_token,
+                 "Token the dashboard, its API and preheat require (Authorization: Bearer, or "
+                 "open /?token=...); required when --http-listen is not a loopback address. "
+                 "Also read from $SHOAL_DASHBOARD_TOKEN")
+      ->envname("SHOAL_DASHBOARD_TOKEN");
   app.add_option("--host-ttl", f.host_ttl,
                  "Seconds without AnnounceHost after which a host and its peers are dropped")
       ->capture_default_str()
@@ -107,6 +127,20 @@ int main(int argc, char** argv) {
   auto log = shoal::logger("scheduler");
   auto http_ep = shoal::http::parse_endpoint(f.http_listen);
   if (!http_ep) return fail("--http-listen: " + http_ep.error().message);
+  // The token travels in a header, a cookie and a URL: unreserved URL characters
+  // only, so it needs no escaping anywhere.
+  if (f.dashboard_token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                          "0123456789-._~") != std::string::npos ||
+      (!f.dashboard_token.empty() && f.dashboard_token.size() < 8) ||
+      f.dashboard_token.size() > 256)
+    return fail("--dashboard-token: use 8 to 256 letters, digits, '-', '.', '_' or '~' "
+                "(e.g. the output of `openssl rand -hex 32`)");
+  if (f.dashboard && f.dashboard_token.empty() && !http_ep->address().is_loopback())
+    return fail("--http-listen " + f.http_listen +
+                " is not a loopback address and no --dashboard-token is set: anyone who can "
+                "reach it could read the cluster's state and start preheats. Set "
+                "--dashboard-token (or $SHOAL_DASHBOARD_TOKEN), listen on 127.0.0.1, or turn "
+                "the dashboard off with --dashboard=false");
   if (f.host_ttl <= f.announce_interval)
     return fail(fmt::format("--host-ttl ({}s) must be longer than --announce-interval ({}s), "
                             "or hosts expire between heartbeats",
@@ -132,18 +166,36 @@ int main(int argc, char** argv) {
   sopts.preheat.seed_timeout = seconds(f.preheat_seed_timeout);
 
   asio::io_context io;
-  shoal::http::server http_srv(io.get_executor(), "scheduler-http");
+  // Small requests only: the largest is a preheat's JSON body.
+  shoal::http::limits http_limits;
+  http_limits.header_bytes = 8 * 1024;
+  http_limits.body_bytes = 16 * 1024;
+  shoal::http::server http_srv(io.get_executor(), "scheduler-http", http_limits);
   if (auto r = http_srv.listen(*http_ep, "--http-listen"); !r) return fail(r.error().message);
   shoal::scheduler::service svc(io, eopts, sopts, clk, reg, std::random_device{}());
   if (auto r = svc.start(); !r) return fail(r.error().message);
-  http_srv.start([&reg](shoal::http::request req, boost::beast::tcp_stream& s) {
-    return http_api(std::move(req), s, reg);
+  // The HTTP server runs on the owner thread (io), so the dashboard reads the
+  // engine's state there, between its events.
+  std::optional<shoal::scheduler::dashboard::server> dash;
+  if (f.dashboard) {
+    shoal::scheduler::dashboard::options dopts;
+    dopts.token = f.dashboard_token;
+    dopts.version = SHOAL_VERSION;
+    dopts.preheat = &svc.preheat();
+    dash.emplace(svc.decisions(), clk, std::move(dopts));
+  }
+  http_srv.start([&reg, d = dash ? &*dash : nullptr](shoal::http::request req,
+                                                      boost::beast::tcp_stream& s) {
+    return http_api(std::move(req), s, reg, d);
   });
 
   auto work = asio::make_work_guard(io);
   std::thread owner([&io] { io.run(); });
   log->info("shoal-scheduler ready: gRPC {} http {} host-ttl {}s stall-timeout {}s parents {}",
             f.listen, f.http_listen, f.host_ttl, f.source_stall_timeout, f.parents_per_child);
+  if (f.dashboard)
+    log->info("dashboard: http://{}/{}", f.http_listen,
+              f.dashboard_token.empty() ? "" : " (open /?token=<--dashboard-token> once)");
 
   int sig = 0;
   sigwait(&sigs, &sig);

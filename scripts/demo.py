@@ -35,6 +35,9 @@ def main() -> int:
                     help="per-node upload and download limit, so one machine behaves like "
                          "nodes with real links (0 = unlimited)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--hold", type=float, default=0,
+                    help="seconds to keep everything running after the pull (to look at the "
+                         "dashboard); Ctrl-C ends it early")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
@@ -54,7 +57,9 @@ def main() -> int:
 
         sched = h.Scheduler(work).start()
         procs.append(sched)
-        print(f"scheduler  grpc {sched.addr}  http://127.0.0.1:{sched.http_port}/metrics")
+        print(f"scheduler  grpc {sched.addr}  metrics http://127.0.0.1:{sched.http_port}/metrics")
+        print(f"dashboard  http://127.0.0.1:{sched.http_port}/  (open it now to watch the pull; "
+              f"--hold N keeps it up N seconds after the pull)")
 
         limits = []
         if args.rate != "0":
@@ -111,6 +116,13 @@ def main() -> int:
         print(f"registry served {human(origin)} of blob bodies for {args.nodes} nodes: "
               f"{origin / model_bytes:.2f}x the model size "
               f"(without Shoal: {args.nodes:.0f}x = {human(args.nodes * model_bytes)})")
+        if args.hold > 0:
+            print(f"\ndashboard  http://127.0.0.1:{sched.http_port}/  up for {args.hold:.0f} s "
+                  f"(Ctrl-C to stop)")
+            try:
+                time.sleep(args.hold)
+            except KeyboardInterrupt:
+                pass
         return 0
     finally:
         for p in reversed(procs):

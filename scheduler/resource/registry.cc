@@ -77,6 +77,7 @@ void registry::erase_task(const task_id& id) {
     if (host* hh = find_host(h)) hh->tasks.erase(id);
   }
   tasks_.erase(it);
+  traffic_.forget_task(id);
 }
 
 peer& registry::add_peer(task& t, const host_id& h, stream_id s, time_point now) {

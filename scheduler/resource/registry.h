@@ -15,6 +15,7 @@
 #include "scheduler/resource/ids.h"
 #include "scheduler/resource/peer.h"
 #include "scheduler/resource/task.h"
+#include "scheduler/resource/traffic.h"
 #include "shoal/v1/scheduler.pb.h"
 
 namespace shoal::scheduler {
@@ -59,6 +60,10 @@ class registry {
   std::optional<peer_ref> find_by_stream(stream_id s);
   std::size_t peer_count() const noexcept { return streams_.size(); }
 
+  // --- traffic: bytes by origin and parent (the dashboard's figures)
+  traffic_stats& traffic() noexcept { return traffic_; }
+  const traffic_stats& traffic() const noexcept { return traffic_; }
+
  private:
   std::map<host_id, host> hosts_;
   std::map<task_id, task> tasks_;
@@ -68,6 +73,7 @@ class registry {
   };
   std::unordered_map<std::uint64_t, stream_key> streams_;
   std::uint64_t next_seq_ = 1;
+  traffic_stats traffic_;
 };
 
 }  // namespace shoal::scheduler

@@ -280,6 +280,7 @@ void engine::on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev) {
   }
   p.finished.set(i);
   p.last_piece_at = now;
+  reg_.traffic().record_piece(t.id(), p.host, host_id(ev.parent_host_id()), t.piece_bytes(i), now);
   if (t.source.current == p.host) t.source.last_progress = now;
 }
 

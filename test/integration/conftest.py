@@ -44,7 +44,8 @@ def _cleanup_dir(path: Path, passed: bool) -> None:
     for p in sorted(path.rglob("*"), reverse=True):
         try:
             if p.is_symlink() or p.is_file():
-                if _is_our_log(p, path):
+                # logs, and screenshots (test_dashboard's browser) are kept
+                if _is_our_log(p, path) or p.suffix == ".png":
                     continue
                 st = p.stat()
                 # allocated size too: RocksDB preallocates its WAL (64 MiB, sparse size)
