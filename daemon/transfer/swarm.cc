@@ -1,10 +1,7 @@
 #include "daemon/transfer/swarm.h"
 
-#include <atomic>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/read.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <set>
@@ -14,7 +11,6 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <deque>
-#include <limits>
 #include <optional>
 #include <random>
 
@@ -78,100 +74,23 @@ awaitable<result<peer_reply>> peer_get(asio::any_io_executor ex, std::string add
   co_return out;
 }
 
-// A piece's bytes from a parent, uninitialised until received.
-struct piece_bytes {
-  explicit piece_bytes(std::size_t n) : bytes(new char[n]), size(n) {}
-  std::unique_ptr<char[]> bytes;
-  std::size_t size;
-  const char* data() const { return bytes.get(); }
-};
-
-struct piece_reply {
-  unsigned status = 0;
-  std::shared_ptr<piece_bytes> body;  // set for 200 with the expected length
-  std::uint64_t length = 0;           // Content-Length the parent sent
-};
-
-// GET of one piece: the header through Beast, the body read straight into
-// one buffer of the piece's size (no parser copy, large reads).
-awaitable<result<piece_reply>> peer_get_piece(asio::any_io_executor ex, std::string addr,
-                                              std::string target, std::uint64_t size,
-                                              std::chrono::seconds timeout, bool* timed_out) {
-  *timed_out = false;
-  auto ep = http::parse_endpoint(addr);
-  if (!ep) co_return error(errc::invalid_argument, "parent address '" + addr + "' is invalid");
-  beast::tcp_stream stream(ex);
-  stream.expires_after(std::chrono::seconds(5));
-  auto [cec] = co_await stream.async_connect(*ep, asio::as_tuple(use_awaitable));
-  if (cec) {
-    *timed_out = cec == beast::error::timeout;
-    co_return error(errc::network, "connect to parent " + addr + ": " + cec.message());
-  }
-  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
-  req.set(bhttp::field::host, addr);
-  req.set(bhttp::field::user_agent, "shoald");
-  stream.expires_after(timeout);
-  auto [wec, wn] = co_await bhttp::async_write(stream, req, asio::as_tuple(use_awaitable));
-  if (wec) co_return error(errc::network, "request to parent " + addr + ": " + wec.message());
-  beast::flat_buffer buf;
-  bhttp::response_parser<bhttp::empty_body> parser;
-  parser.header_limit(16 * 1024);
-  // The body is read below, not by the parser; its default limit (8 MiB)
-  // would refuse the header of any larger piece; a wrong length is checked below.
-  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-  auto [hec, hn] = co_await bhttp::async_read_header(stream, buf, parser,
-                                                      asio::as_tuple(use_awaitable));
-  if (hec) {
-    *timed_out = hec == beast::error::timeout;
-    co_return error(errc::network, "reading " + target + " from parent " + addr + ": " + hec.message());
-  }
-  piece_reply out;
-  out.status = parser.get().result_int();
-  out.length = parser.content_length().value_or(0);
-  if (out.status != 200 || !parser.content_length() || out.length != size) co_return out;
-  auto body = std::make_shared<piece_bytes>(static_cast<std::size_t>(size));
-  // Body bytes that came with the header, then the rest straight into place.
-  std::size_t have = std::min<std::size_t>(buf.size(), body->size);
-  asio::buffer_copy(asio::buffer(body->bytes.get(), have), buf.data());
-  if (have < body->size) {
-    auto [rec, rn] = co_await asio::async_read(
-        stream, asio::buffer(body->bytes.get() + have, body->size - have),
-        asio::as_tuple(use_awaitable));
-    if (rec) {
-      *timed_out = rec == beast::error::timeout;
-      co_return error(errc::network, "reading " + target + " from parent " + addr + ": " +
-                                         std::to_string(have + rn) + " of " +
-                                         std::to_string(size) + " bytes: " + rec.message());
-    }
-  }
-  out.body = std::move(body);
-  boost::system::error_code ignore;
-  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignore);
-  co_return out;
+awaitable<std::string> hash_string(std::shared_ptr<const std::string> data) {
+  co_return sha256_hex(*data);
 }
 
-awaitable<std::string> hash_piece(std::shared_ptr<const piece_bytes> p) {
-  co_return sha256_hex(std::string_view(p->data(), p->size));
-}
-
-// Hashes the whole content file (on the blocking pool). Returns "" without
-// finishing once *skip is set (the sealed digest list made the pass
-// redundant, see swarm_session::verify).
-awaitable<result<std::string>> hash_file(std::shared_ptr<storage::task_handle> h,
-                                         std::shared_ptr<const std::atomic<bool>> skip) {
-  sha256 whole;
+// Feeds bytes [begin, end) of the content file into `whole` (on the blocking pool).
+awaitable<result<void>> hash_range(std::shared_ptr<storage::task_handle> h, sha256* whole,
+                                   std::uint64_t begin, std::uint64_t end) {
   std::vector<char> buf(4 << 20);
-  std::uint64_t off = 0;
-  const std::uint64_t size = h->meta().content_length;
-  while (off < size) {
-    if (skip && skip->load()) co_return std::string();
-    auto got = h->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(buf.size(), size - off)));
+  std::uint64_t off = begin;
+  while (off < end) {
+    auto got = h->read(off, std::span<char>(buf.data(), std::min<std::uint64_t>(buf.size(), end - off)));
     if (!got) co_return std::move(got).error();
     if (*got == 0) co_return error(errc::io, "short read from " + h->path().string());
-    whole.update(std::span<const char>(buf.data(), *got));
+    whole->update(std::span<const char>(buf.data(), *got));
     off += *got;
   }
-  co_return whole.finish_hex();
+  co_return ok();
 }
 
 awaitable<void> sleep_for(asio::any_io_executor ex, clock::duration d) {
@@ -200,11 +119,7 @@ swarm_metrics::swarm_metrics(metrics::registry& r)
                                    {"reason"})),
       fetch_seconds(piece_fetch_seconds(r).with({"peer"})),
       bytes(bytes_by_source(r).with({"peer"})),
-      failures(failures_by_kind(r)),
-      verifications(r.add_counter("shoal_blob_verifications_total",
-                                  "Completed swarm downloads by how the whole blob was verified: "
-                                  "hashed, or every piece matched a sealed digest list",
-                                  {"how"})) {}
+      failures(failures_by_kind(r)) {}
 
 // One task's swarm download (and afterwards its presence as a parent).
 class swarm_session : public std::enable_shared_from_this<swarm_session> {
@@ -218,7 +133,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
         count_(t_->piece_count()),
         have_(count_, false),
         digests_(count_),
-        in_flight_(count_, 0) {
+        in_flight_(count_, 0),
+        reported_(count_, false) {
     for (std::uint32_t i = 0; i < count_; ++i) {
       if (t_->handle_->piece_finished(i)) {
         have_[i] = true;
@@ -277,6 +193,16 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     clock::time_point grace_until{};
     bool usable(clock::time_point now) const { return active || now < grace_until; }
     clock::time_point busy_until{};
+    // Pieces this parent declined to send (409: a source's first copy went
+    // elsewhere), until when.
+    std::map<std::uint32_t, clock::time_point> declined;
+    bool declines(std::uint32_t n, clock::time_point now) {
+      auto it = declined.find(n);
+      if (it == declined.end()) return false;
+      if (now < it->second) return true;
+      declined.erase(it);
+      return false;
+    }
   };
 
   std::string short_id() const { return id().substr(0, 12); }
@@ -409,22 +335,15 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     reconnect_failures_ = 0;
     switch (d.decision_case()) {
       case v1::Decision::kDigests:
-        for (const auto& pd : d.digests().digests()) {
-          if (pd.index() >= count_) continue;
-          auto& known = digests_[pd.index()];
-          if (known.empty()) known = pd.sha256();
-          else if (known != pd.sha256()) digest_conflict_ = true;
-        }
-        if (d.digests().sealed()) {
-          sealed_ = true;
-          if (seal_skip_ && !digest_conflict_) seal_skip_->store(true);
-        }
+        for (const auto& pd : d.digests().digests())
+          if (pd.index() < count_ && digests_[pd.index()].empty()) digests_[pd.index()] = pd.sha256();
         accept_parked();
         pump();
         break;
       case v1::Decision::kFromOrigin: {
         if (done_ || !downloading()) break;
         is_source_ = true;
+        t_->set_first_copy_only(true);
         origin_list_.clear();
         for (auto p : d.from_origin().pieces())
           if (p < count_) origin_list_.insert(p);
@@ -438,6 +357,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
         log()->info("task {}: stop reading origin: {}", short_id(), d.stop_from_origin().message());
         ++origin_gen_;
         is_source_ = false;
+        t_->set_first_copy_only(false);
         origin_list_.clear();
         origin_queue_.clear();
         pump();
@@ -595,16 +515,57 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     pending_piece p{n, std::move(sha), std::move(parent)};
     if (n == tail()) {
       tail_pending_ = std::move(p);  // readable and recorded only once the blob verifies
+    } else if (p.sha256.empty()) {
+      // From origin: hash it now and report its digest at once. Reported
+      // after the group commit (up to commit_interval later), children could
+      // not verify, and so not pass on, the newest pieces for that long, and
+      // the few they may hold unverified filled their request slots.
+      t_->set_readable(n);
+      ++origin_hashing_;
+      asio::co_spawn(ex_, hash_origin_piece(shared_from_this(), n), asio::detached);
     } else {
       t_->set_readable(n);
+      report(p);  // verified against the scheduler's digest: others may count on it now
       tm_.commit(t_, std::move(p));
     }
     check_complete();
   }
 
+  static awaitable<void> hash_origin_piece(std::shared_ptr<swarm_session> self, std::uint32_t n) {
+    const auto pl = self->t_->piece_length();
+    const std::uint64_t off = piece_offset(n, pl);
+    const std::uint64_t end = off + piece_size(n, self->t_->content_length(), pl);
+    auto h = std::make_shared<sha256>();
+    auto work = hash_range(self->t_->handle_, h.get(), off, end);
+    auto r = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(work),
+                                     use_awaitable);
+    --self->origin_hashing_;
+    pending_piece p{n, r ? h->finish_hex() : std::string(), {}};
+    if (!p.sha256.empty() && self->downloading()) self->report(p);
+    self->tm_.commit(self->t_, std::move(p));  // empty digest: the commit hashes it
+    self->check_complete();
+  }
+
+  // PieceFinished: the piece is written and its digest known (durability is
+  // the local cache's business: after a crash a daemon registers again with
+  // what it recorded).
+  void report(const pending_piece& p) {
+    if (p.index >= count_ || reported_[p.index]) return;
+    reported_[p.index] = true;
+    if (digests_[p.index].empty()) digests_[p.index] = p.sha256;
+    v1::PeerEvent ev;
+    auto* f = ev.mutable_piece_finished();
+    f->set_index(p.index);
+    f->set_sha256(p.sha256);
+    f->set_parent_host_id(p.parent);
+    send(std::move(ev));
+  }
+
   void on_durable(const pending_piece& p) {
     log()->trace("task {}: piece {} durable session {}", short_id(), p.index,
                  static_cast<void*>(this));
+    if (p.index < count_ && reported_[p.index]) return;
+    if (p.index < count_) reported_[p.index] = true;
     if (p.index < count_ && digests_[p.index].empty()) digests_[p.index] = p.sha256;
     v1::PeerEvent ev;
     auto* f = ev.mutable_piece_finished();
@@ -615,41 +576,20 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   }
 
   void check_complete() {
-    if (verifying_ || !downloading() || count_held() < count_) return;
+    advance_hash();
+    if (verifying_ || !downloading() || count_held() < count_ || hashed_ < count_ ||
+        origin_hashing_ > 0)
+      return;
     verifying_ = true;
     asio::co_spawn(ex_, verify(shared_from_this()), asio::detached);
   }
 
-  // The whole blob is hashed to its digest before it is served complete and
-  // reported Done — unless every piece was checked, in this session, against
-  // a sealed digest list: sealed means a copy whose pieces hash to exactly
-  // these digests was itself hashed whole to the task's digest (the source's
-  // SourceFinished, or a peer's Done), so ours, piece for piece the same
-  // SHA-256 values, is the same content (short of a SHA-256 collision). The
-  // pass starts at once and stops when the seal arrives, so waiting for it
-  // never costs more than hashing. The source, pieces read from origin and
-  // pieces resumed from disk always take the full pass.
   static awaitable<void> verify(std::shared_ptr<swarm_session> self) {
     auto& tm = self->tm_;
     auto t = self->t_;
-    std::shared_ptr<std::atomic<bool>> skip;
-    if (!self->is_source_ && !self->digest_conflict_ &&
-        std::all_of(self->checked_.begin(), self->checked_.end(), [](bool b) { return b; })) {
-      skip = std::make_shared<std::atomic<bool>>(self->sealed_);
-      self->seal_skip_ = skip;
-    }
-    auto hashing = hash_file(t->handle_, skip);
-    auto got = co_await asio::co_spawn(tm.blocking_.get_executor(), std::move(hashing),
-                                       use_awaitable);
-    self->seal_skip_.reset();
-    if (!self->downloading()) co_return;
-    if (!got) {
-      self->fail(std::move(got).error());
-      co_return;
-    }
-    const bool by_sealed_list = got->empty();
-    self->m().verifications.with({by_sealed_list ? "sealed_list" : "hashed"}).inc();
-    const bool verified = by_sealed_list || *got == t->digest_.hex;
+    // Every piece was fed to whole_ in order as the held prefix grew.
+    auto got = std::optional<std::string>(self->whole_->finish_hex());
+    const bool verified = *got == t->digest_.hex;
     if (!verified) {
       tm.metrics_.blob_mismatch();
       if (self->is_source_) {
@@ -707,6 +647,41 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     tm.finish(t, std::nullopt);
   }
 
+  // ---- whole-blob digest -------------------------------------------------
+  // The blob's SHA-256 is computed as the held prefix grows (pieces arrive
+  // roughly in order: reader bias, rarest = newest at the source), not in one
+  // pass after the last piece: that pass put 0.3 s per 512 MiB, several
+  // seconds with 16 daemons sharing 2 cores, between the last piece and the
+  // client's last byte, and kept the last piece from being served to peers.
+  void advance_hash() {
+    if (hashing_ || hashed_ >= count_ || !have_[hashed_] || !downloading()) return;
+    hashing_ = true;
+    asio::co_spawn(ex_, hash_prefix(shared_from_this()), asio::detached);
+  }
+
+  static awaitable<void> hash_prefix(std::shared_ptr<swarm_session> self) {
+    const auto pl = self->t_->piece_length();
+    const auto len = self->t_->content_length();
+    while (self->downloading() && self->hashed_ < self->count_ && self->have_[self->hashed_]) {
+      std::uint32_t end = self->hashed_;
+      while (end < self->count_ && self->have_[end] && end - self->hashed_ < 16) ++end;
+      const std::uint64_t b = piece_offset(self->hashed_, pl);
+      const std::uint64_t e = end == self->count_ ? len : piece_offset(end, pl);
+      auto work = hash_range(self->t_->handle_, self->whole_.get(), b, e);
+      auto r = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(work),
+                                       use_awaitable);
+      if (!self->downloading()) break;
+      if (!r) {
+        self->hashing_ = false;
+        self->fail(std::move(r).error());
+        co_return;
+      }
+      self->hashed_ = end;
+    }
+    self->hashing_ = false;
+    self->check_complete();
+  }
+
   // ---- parents ------------------------------------------------------------
 
   static awaitable<void> poll(std::shared_ptr<swarm_session> self, std::string pid,
@@ -742,19 +717,6 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     if (auto it = self->parents_.find(pid); it != self->parents_.end()) it->second.polling = false;
   }
 
-  // Runs pump() again after d (once at a time): choose() may be waiting for
-  // siblings to spread pieces with nothing in flight to wake it.
-  void wake_later(clock::duration d) {
-    if (wake_pending_) return;
-    wake_pending_ = true;
-    asio::co_spawn(ex_, wake(shared_from_this(), d), asio::detached);
-  }
-  static awaitable<void> wake(std::shared_ptr<swarm_session> self, clock::duration d) {
-    co_await sleep_for(self->ex_, d);
-    self->wake_pending_ = false;
-    self->pump();
-  }
-
   // Starts piece requests up to the limits: the piece a local reader waits
   // for first, then rarest first; in the endgame, a second copy of slow ones.
   void pump() {
@@ -773,8 +735,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
 
   // Pieces whose digest is still unknown are fetched too (verified when it
   // arrives), but only a few at a time: they wait in memory.
+  bool needed(std::uint32_t n) const {
+    return !have_[n] && !origin_list_.contains(n) && !parked_.contains(n) &&
+           !verifying_pieces_.contains(n);
+  }
   bool wanted(std::uint32_t n) const {
-    if (have_[n] || origin_list_.contains(n) || parked_.contains(n)) return false;
+    if (!needed(n)) return false;
     return !digests_[n].empty() || parked_.size() + total_in_flight_ < s_.opts_.max_in_flight;
   }
 
@@ -799,36 +765,13 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit(id) &&
              p.busy_until <= now;
     };
-    // A piece held by a single parent (typically new at the source) should
-    // leave it once: the peers this child knows (itself and its parents
-    // other than the source, sorted by host id) split such pieces by index,
-    // and the others wait for them to show up at a sibling. Upload at the
-    // source is the swarm's scarcest resource. When nothing else can be
-    // fetched, anything goes.
-    std::vector<std::string> siblings{s_.opts_.host_id};
-    for (auto& [id, p] : parents_)
-      if (!seeds.contains(id) && p.usable(now) && !blocked_.contains(id)) siblings.push_back(id);
-    std::sort(siblings.begin(), siblings.end());
-    const auto rank = static_cast<std::size_t>(
-        std::find(siblings.begin(), siblings.end(), s_.opts_.host_id) - siblings.begin());
-    bool share_only = true;
-    auto holders = [&](std::uint32_t n) {
-      std::size_t k = 0;
-      for (auto& [id, p] : parents_)
-        if (p.usable(now) && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++k;
-      return k;
-    };
-    auto may_take_single = [&](std::uint32_t n) {
-      return !share_only || n % siblings.size() == rank || holders(n) > 1;
-    };
     // Among parents holding n with a free slot: not the source if possible,
     // then the least loaded.
     auto holder = [&](std::uint32_t n, bool endgame) -> std::string {
-      if (!may_take_single(n)) return {};
       std::string best;
       std::pair<bool, std::size_t> load{true, SIZE_MAX};
       for (auto& [id, p] : parents_) {
-          if (!usable(id, p) || n >= p.has.size() || !p.has[n]) continue;
+        if (!usable(id, p) || n >= p.has.size() || !p.has[n] || p.declines(n, now)) continue;
         if (endgame && fetching_[n].contains(id)) continue;
         std::pair<bool, std::size_t> mine{seeds.contains(id), p.in_flight};
         if (mine < load) {
@@ -848,13 +791,17 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     // from the same parent at once rarely pick the same piece (what they
     // fetch is not visible to each other until they hold it).
     bool missing_idle = false;  // a wanted piece nobody is fetching
-    for (int pass = 0; pass < 2; ++pass) {
+    {
       std::vector<std::pair<std::uint32_t, std::string>> rarest;
       std::size_t best_rarity = SIZE_MAX;
       for (std::uint32_t n = 0; n < count_; ++n) {
-        if (!wanted(n)) continue;
-        if (in_flight_[n] > 0) continue;
+        if (!needed(n) || in_flight_[n] > 0) continue;
+        // Counted before wanted(): a piece held back only because its digest
+        // is unknown yet (not read from origin yet) still means this is not
+        // the endgame. Otherwise a child that kept up with the source was in
+        // "endgame" all along and fetched second copies of nearly every piece.
         missing_idle = true;
+        if (!wanted(n)) continue;
         std::size_t rarity = 0;
         for (auto& [id, p] : parents_)
           if (p.usable(now) && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++rarity;
@@ -868,20 +815,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
         rarest.emplace_back(n, std::move(h));
       }
       if (!rarest.empty()) {
-        idle_since_ = {};
         auto& pick =
             rarest[std::uniform_int_distribution<std::size_t>(0, rarest.size() - 1)(rng_)];
         return {pick.second, pick.first};
       }
-      // Nothing in flight and nothing this child may take: give siblings a
-      // moment to spread their share, then take any piece rather than stall.
-      if (!share_only || total_in_flight_ > 0 || !missing_idle) break;
-      if (idle_since_ == clock::time_point{}) idle_since_ = now;
-      if (now - idle_since_ < kShareWait) {
-        wake_later(kShareWait - (now - idle_since_));
-        break;
-      }
-      share_only = false;
     }
     if (missing_idle) return {};
     // Endgame: every missing piece is in flight; duplicate one from another parent.
@@ -915,8 +852,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     bool timed_out = false;
     std::string target = "/v1/tasks/" + self->id() + "/pieces/" + std::to_string(n);
     std::string to = addr;
-    auto r = co_await peer_get_piece(self->ex_, std::move(to), std::move(target), size,
-                                     self->s_.opts_.piece_timeout, &timed_out);
+    auto r = co_await peer_get(self->ex_, std::move(to), std::move(target), size + 1,
+                               self->s_.opts_.piece_timeout, &timed_out);
     auto& ps = self->parents_[pid];
     --ps.in_flight;
     --self->total_in_flight_;
@@ -931,13 +868,19 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->pump();
       co_return;
     }
-    if (r->status != 200 || !r->body) {
+    if (r->status == 409) {
+      // A source sends each piece once while it reads origin (see
+      // task::claim_upload): this one went to another child, take it from a peer.
+      ps.declined[n] = clock::now() + kDeclinedFor;
+      self->pump();
+      co_return;
+    }
+    if (r->status != 200 || r->body.size() != size) {
       if (r->status == 404 && n < ps.has.size()) ps.has[n] = false;
       if (r->status == 503) ps.busy_until = clock::now() + std::chrono::milliseconds(200);
       self->piece_failed(n, pid, v1::PieceFailed::UNAVAILABLE,
-                         "status " + std::to_string(r->status) + ", Content-Length " +
-                             std::to_string(r->length) + " (piece is " + std::to_string(size) +
-                             " bytes)");
+                         "status " + std::to_string(r->status) + ", " +
+                             std::to_string(r->body.size()) + " bytes");
       self->pump();
       co_return;
     }
@@ -945,10 +888,14 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->pump();
       co_return;
     }
-    std::shared_ptr<const piece_bytes> body = std::move(r->body);
-    auto hashing = hash_piece(body);
+    auto body = std::make_shared<const std::string>(std::move(r->body));
+    auto hashing = hash_string(body);
+    // Not needed again while it is hashed (on a loaded machine that took long
+    // enough for pump() to fetch a second copy of many pieces).
+    self->verifying_pieces_.insert(n);
     auto hex = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(hashing),
                                        use_awaitable);
+    self->verifying_pieces_.erase(n);
     if (self->work_gen_ != gen || !self->downloading()) co_return;
     if (self->have_[n]) {
       self->pump();
@@ -965,7 +912,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   }
 
   struct parked_piece {
-    std::shared_ptr<const piece_bytes> body;
+    std::shared_ptr<const std::string> body;
     std::string sha256;
     std::string parent;
     clock::time_point start;
@@ -985,15 +932,14 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       return;
     }
     if (auto w = t_->handle_->write(piece_offset(n, t_->piece_length()),
-                                    std::span<const char>(p.body->data(), p.body->size));
+                                    std::span<const char>(p.body->data(), p.body->size()));
         !w) {
       fail(std::move(w).error());
       return;
     }
-    checked_[n] = true;
-    peer_bytes_ += p.body->size;
-    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size));
-    m().bytes.inc(static_cast<double>(p.body->size));
+    peer_bytes_ += p.body->size();
+    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size()));
+    m().bytes.inc(static_cast<double>(p.body->size()));
     m().fetch_seconds.observe(std::chrono::duration<double>(clock::now() - p.start).count());
     on_piece_written(n, p.sha256, p.parent);
   }
@@ -1028,6 +974,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   std::deque<std::pair<std::uint32_t, std::uint32_t>> origin_queue_;
   std::optional<pending_piece> tail_pending_;
   std::map<std::uint32_t, parked_piece> parked_;  // fetched, waiting for the digest
+  std::set<std::uint32_t> verifying_pieces_;       // fetched, being hashed
   std::shared_ptr<peer_stream> stream_;
   std::size_t idx_ = 0;
   std::mt19937 rng_;
@@ -1038,21 +985,18 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   int reconnect_failures_ = 0;
   bool ever_decided_ = false;
   bool is_source_ = false;
-  // Since when this child has had nothing it may fetch (see choose()).
-  clock::time_point idle_since_{};
-  bool wake_pending_ = false;
-  static constexpr clock::duration kShareWait = std::chrono::milliseconds(500);
+  // How long a parent's 409 for a piece stands (then it may be asked again).
+  static constexpr clock::duration kDeclinedFor = std::chrono::milliseconds(1000);
   bool done_ = false;
   bool ended_ = false;
   bool fell_back_ = false;
   bool verifying_ = false;
+  std::unique_ptr<sha256> whole_ = std::make_unique<sha256>();  // pieces [0, hashed_)
+  std::uint32_t hashed_ = 0;
+  bool hashing_ = false;
+  std::size_t origin_hashing_ = 0;  // origin pieces being hashed before their commit
+  std::vector<bool> reported_;      // PieceFinished sent
   bool reconnecting_ = false;
-  // Pieces written from a parent after matching the scheduler's digest.
-  std::vector<bool> checked_ = std::vector<bool>(count_, false);
-  bool sealed_ = false;           // the scheduler said the digest list is final
-  bool digest_conflict_ = false;  // a digest differed from one received before
-  // Set while the whole-blob pass may stop early (see verify()).
-  std::shared_ptr<std::atomic<bool>> seal_skip_;
 };
 
 swarm::swarm(task_manager& tm, scheduler_client& sched, metrics::registry& reg, swarm_options opts)

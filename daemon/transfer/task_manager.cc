@@ -125,6 +125,16 @@ void task::set_readable(std::uint32_t n) {
   notify();
 }
 
+bool task::claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now) {
+  if (!first_copy_only_) return true;
+  if (sent_at_.size() != piece_count()) sent_at_.assign(piece_count(), {});
+  if (n >= sent_at_.size()) return false;
+  if (sent_at_[n] != std::chrono::steady_clock::time_point{} && now - sent_at_[n] < kResendAfter)
+    return false;
+  sent_at_[n] = now;
+  return true;
+}
+
 std::string task::bitmap() const {
   const std::uint32_t count = piece_count();
   std::string out((count + 7) / 8, '\0');

@@ -112,6 +112,14 @@ class task : public std::enable_shared_from_this<task> {
   // Waits until something changes (a piece, the state) or the deadline.
   boost::asio::awaitable<void> wait_change(std::chrono::steady_clock::time_point deadline);
   std::uint32_t piece_count() const { return handle_->meta().piece_count; }
+  // Piece server: whether piece n may be sent to another daemon now, and if
+  // so, records that it was. While this daemon is a swarm's source (see
+  // swarm.cc), each piece goes to one daemon only, and again only after
+  // kResendAfter: the source's uplink is what every byte of the swarm has to
+  // pass through, and children pass pieces on to each other. Otherwise true.
+  bool claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now);
+  void set_first_copy_only(bool on) { first_copy_only_ = on; }
+  static constexpr std::chrono::milliseconds kResendAfter{2000};
   // pread from the content file.
   result<std::size_t> read(std::uint64_t offset, std::span<char> out) const;
   // The content file, for sendfile; valid while the task is held.
@@ -130,6 +138,10 @@ class task : public std::enable_shared_from_this<task> {
   state state_ = state::downloading;
   std::optional<error> error_;
   std::vector<bool> readable_;
+  // Set by the swarm while this daemon is the task's source: when each piece
+  // last went to another daemon (see claim_upload).
+  bool first_copy_only_ = false;
+  std::vector<std::chrono::steady_clock::time_point> sent_at_;
   std::vector<pending_piece> unsynced_;  // written, not yet durable
   std::vector<pending_piece> committing_;  // the batch being synced now
   std::uint64_t version_ = 0;

@@ -105,6 +105,13 @@ awaitable<bool> piece_server::piece(const http::request& req, std::string id, st
     co_return co_await http::send(stream, req, status::service_unavailable,
                                   "all upload slots busy\n", "text/plain");
   }
+  if (!t->claim_upload(n, std::chrono::steady_clock::now())) {
+    count(status::conflict);
+    co_return co_await http::send(stream, req, status::conflict,
+                                  "piece just sent to another daemon (a source sends each piece "
+                                  "once): fetch it from a peer\n",
+                                  "text/plain");
+  }
   ++in_use_;
   slots_gauge_.set(in_use_);
   struct release {

@@ -298,6 +298,12 @@ void engine::on_piece_failed(task& t, peer& child, const v1::PieceFailed& ev) {
                 "this child",
                 t.id().str(), child.host.str(), parent.str(), ev.index());
   }
+  // UNAVAILABLE (a busy parent's 503, a piece not readable there yet) says
+  // the parent is loaded, not broken: its free upload already counts in the
+  // score. Counting it as a failure pushed the busiest parents out of every
+  // child's set under load, so sets churned each second while the parents
+  // kept serving.
+  if (ev.reason() == v1::PieceFailed::UNAVAILABLE) return;
   if (peer* pp = t.find_peer(parent)) pp->record_failure(clock_.now(), eval_.options().failure_window);
   reschedule(t, child, false);
 }

@@ -4,19 +4,47 @@
 
 namespace shoal::scheduler {
 
+namespace {
+const std::string& zone_of(const registry& reg, const host_id& h) {
+  static const std::string none;
+  const host* hh = reg.find_host(h);
+  return hh == nullptr ? none : hh->info.zone();
+}
+}  // namespace
+
+bool evaluator::zone_gateway(const registry& reg, const task& t, const peer& child) const {
+  const std::string& zone = zone_of(reg, child.host);
+  if (zone.empty()) return true;
+  for (const auto& [hid, p] : t.peers())
+    if (p.live() && hid < child.host && zone_of(reg, hid) == zone) return false;
+  return true;
+}
+
 bool evaluator::is_candidate(const registry& reg, const task& t, const peer& child,
                              const peer& candidate) const {
   if (candidate.host == child.host || !candidate.live()) return false;
-  // Cheapest test first: choose() scans hundreds of peers per decision, and
-  // early in a download most hold nothing the child lacks.
+  if (child.blocked.contains(candidate.host)) return false;
+  const host* h = reg.find_host(candidate.host);
+  if (h == nullptr || !h->can_serve()) return false;
+  if (opts_.zone_gateways) {
+    const std::string& cz = zone_of(reg, child.host);
+    if (!cz.empty() && !h->info.zone().empty()) {
+      // One peer per zone (the lowest host id) fetches across zones; the
+      // others fetch from peers in their zone, also from those that hold
+      // nothing yet (they are receiving): the link between zones carries
+      // about one copy into each zone.
+      if (h->info.zone() != cz) {
+        if (!zone_gateway(reg, t, child)) return false;
+      } else if (candidate.state == peer_state::running) {
+        return true;
+      }
+    }
+  }
+  if (candidate.finished.count_and_not(child.finished) > 0) return true;
   // The running source is worth connecting to before it holds much: it is
   // receiving from origin and children long-poll its bitmap.
-  const bool useful = candidate.finished.count_and_not(child.finished) > 0 ||
-                      (t.state() == task_state::running && t.source.current == candidate.host &&
-                       candidate.state == peer_state::running);
-  if (!useful || child.blocked.contains(candidate.host)) return false;
-  const host* h = reg.find_host(candidate.host);
-  return h != nullptr && h->can_serve();
+  return t.state() == task_state::running && t.source.current == candidate.host &&
+         candidate.state == peer_state::running;
 }
 
 std::vector<const peer*> evaluator::candidates(const registry& reg, const task& t,

@@ -4,7 +4,9 @@
 // Candidates: other hosts' live peers of the task that hold pieces the child
 // lacks (the running source always qualifies: it is still receiving), whose
 // host announced a piece-server address, and that are not blocked for this
-// child. Score (higher is better):
+// child. With zones (both announced one): a peer in another zone only for the
+// zone's gateway (lowest host id of the zone's live peers); any running peer
+// of the child's own zone qualifies, even one that holds nothing yet. Score (higher is better):
 //   capacity  * free upload (normalised to the best candidate) * slot factor
 // + zone      if child and parent share a non-empty zone
 // + useful    * fraction of the child's missing pieces the parent holds
@@ -41,6 +43,10 @@ struct weights {
 
 struct evaluator_options {
   std::uint32_t parents_per_child = 4;
+  // Children and parents that both announced a zone: only the zone's gateway
+  // (its peer with the lowest host id) gets parents in other zones; the
+  // others get peers of their own zone, also ones still receiving.
+  bool zone_gateways = true;
   // At most this many candidates are scored per decision (current parents
   // plus a random sample), which bounds the cost on very large swarms.
   std::uint32_t candidate_limit = 40;
@@ -59,6 +65,9 @@ class evaluator {
 
   const evaluator_options& options() const noexcept { return opts_; }
 
+  // Whether child is the peer of its zone that fetches from other zones
+  // (true without a zone).
+  bool zone_gateway(const registry& reg, const task& t, const peer& child) const;
   // Whether `candidate` may be a parent of `child` at all.
   bool is_candidate(const registry& reg, const task& t, const peer& child,
                     const peer& candidate) const;

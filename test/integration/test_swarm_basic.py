@@ -128,3 +128,33 @@ def test_lying_parent_is_blocked(registry, scheduler_factory, shoald_factory, pr
     assert h.metric_with_labels(m, "shoal_piece_failures_total", reason="digest_mismatch") >= 1
     registry.settle()
     assert registry.blob_body_bytes(digest, since=mark) <= 1.01 * size
+
+
+def test_corrupt_origin_is_caught_by_the_swarm(registry, scheduler_factory, shoald_factory,
+                                               proxy_factory, test_dir):
+    """The registry (behind a proxy) sends one flipped byte: the whole-blob
+    digest, computed as the held prefix grows rather than after the last
+    piece, does not match, so no client receives the blob complete and nothing
+    is cached; once the origin is healthy the swarm serves it."""
+    size = 40 * h.MiB + 123
+    digest, _ = registry.push_random_blob("models/bad", size, test_dir)
+    proxy = proxy_factory("127.0.0.1", registry.port)
+    proxy.corrupt = True
+    proxy.digests = {digest}
+    sched = scheduler_factory()
+    daemons = [shoald_factory(name=f"d{i}", insecure=[proxy.hostport],
+                              default_registry=proxy.hostport, extra_args=h.swarm_args(sched))
+               for i in range(2)]
+    with cf.ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(lambda d: d.get_blob("models/bad", digest, timeout=120), daemons))
+    for d, r in zip(daemons, results):
+        assert not (r.status == 200 and r.complete), f"{d.name} got a corrupt blob in full"
+        assert r.digest != digest
+    assert sum(d.metric("shoal_digest_mismatch_total") for d in daemons) >= 1
+    proxy.corrupt = False
+    r = daemons[0].get_blob("models/bad", digest, timeout=120)
+    assert r.status == 200 and r.complete and r.digest == digest, (r.error, daemons[0].log_tail())
+    r = daemons[1].get_blob("models/bad", digest, timeout=120)
+    assert r.status == 200 and r.complete and r.digest == digest, (r.error, daemons[1].log_tail())
+    for d in daemons:
+        assert d.healthy()

@@ -387,12 +387,40 @@ TEST_CASE("piece failures: other reasons lower the parent's score and re-schedul
   const auto before = f.stat();
   const std::string first = f.peer_info(before, "d")->parent_host_ids(0);
   f.failed_piece(sd, 0, first, v1::PieceFailed::TIMEOUT);
-  f.failed_piece(sd, 1, first, v1::PieceFailed::UNAVAILABLE);
+  f.failed_piece(sd, 1, first, v1::PieceFailed::CONNECT);
   auto pd = last_of(f.sink.take(sd), D::kParents);
   REQUIRE(pd);
   REQUIRE(pd->parents().parents_size() == 1);
   CHECK(pd->parents().parents(0).host_id() != first);
   CHECK(f.m.piece_failures.with({"timeout"}).value() == 1);
+}
+
+TEST_CASE("piece failures: a busy parent (UNAVAILABLE) keeps its place and its score",
+          "[scheduler][engine]") {
+  engine_options o;
+  o.evaluation.parents_per_child = 1;
+  o.evaluation.w.jitter = 0;
+  fixture f(o);
+  for (auto h : {"a", "b", "c", "d"}) f.announce(h);
+  auto sa = f.join("a");
+  auto sb = f.join("b");
+  auto sc = f.join("c");
+  auto sd = f.join("d");
+  for (std::uint32_t i = 0; i < 4; ++i) f.finished(sa, i, sha(i));
+  for (std::uint32_t i = 0; i < 4; ++i) f.finished(sb, i, sha(i), "a");
+  for (std::uint32_t i = 0; i < 4; ++i) f.finished(sc, i, sha(i), "a");
+  f.e.tick();
+  f.sink.clear();
+  const std::string first = f.peer_info(f.stat(), "d")->parent_host_ids(0);
+  // 503s while its slots are busy: a load signal, not a fault.
+  for (std::uint32_t i = 0; i < 10; ++i)
+    f.failed_piece(sd, i % 4, first, v1::PieceFailed::UNAVAILABLE);
+  f.e.tick();
+  CHECK(count_of(f.sink.take(sd), D::kParents) == 0);
+  const auto after = f.stat();
+  CHECK(f.peer_info(after, "d")->parent_host_ids(0) == first);
+  CHECK(f.peer_info(after, first)->failures() == 0);
+  CHECK(f.m.piece_failures.with({"unavailable"}).value() == 10);
 }
 
 TEST_CASE("done: keeps serving as a parent, a complete copy seals", "[scheduler][engine]") {

@@ -259,3 +259,42 @@ TEST_CASE("parents: the candidate sample keeps current parents", "[scheduler][ev
     CHECK(c == std::vector<host_id>{host_id("p17"), host_id("p23")});
   }
 }
+
+TEST_CASE("parents: one gateway per zone fetches across zones", "[scheduler][evaluator]") {
+  world w;
+  evaluator_options o;
+  o.w.jitter = 0;
+  evaluator ev(o);
+  w.give(w.add("a-src", {.zone = "a"}), {1, 2, 3});
+  peer& gw = w.add("b1", {.zone = "b"});
+  peer& b2 = w.add("b2", {.zone = "b"});  // nothing yet: still receiving
+  w.add("b3", {.zone = "b"});
+  auto sorted_names = [](const std::vector<scored_parent>& r) {
+    std::vector<std::string> out;
+    for (const auto& p : r) out.push_back(p.host.str());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  CHECK(ev.zone_gateway(w.reg, *w.t, gw));
+  CHECK_FALSE(ev.zone_gateway(w.reg, *w.t, b2));
+  // The gateway reaches into zone a and to its own zone's peers.
+  CHECK(sorted_names(ev.rank(w.reg, *w.t, gw, w.clk.now())) ==
+        std::vector<std::string>{"a-src", "b2", "b3"});
+  // The others stay in their zone, even with peers that hold nothing yet.
+  CHECK(sorted_names(ev.rank(w.reg, *w.t, b2, w.clk.now())) ==
+        std::vector<std::string>{"b1", "b3"});
+  // Without the option: whoever holds something, in any zone.
+  evaluator_options flat = o;
+  flat.zone_gateways = false;
+  CHECK(sorted_names(evaluator(flat).rank(w.reg, *w.t, b2, w.clk.now())) ==
+        std::vector<std::string>{"a-src"});
+  // The gateway fails: the next lowest host id of the zone takes over.
+  gw.mark_failed();
+  CHECK(ev.zone_gateway(w.reg, *w.t, b2));
+  CHECK(sorted_names(ev.rank(w.reg, *w.t, b2, w.clk.now())) ==
+        std::vector<std::string>{"a-src", "b3"});
+  // Hosts without a zone are not restricted.
+  peer& plain = w.add("c", {});
+  CHECK(sorted_names(ev.rank(w.reg, *w.t, plain, w.clk.now())) ==
+        std::vector<std::string>{"a-src"});
+}

@@ -1,0 +1,94 @@
+"""bench/swarm/run keeps working: a small run on emulated links (4 nodes,
+32 MiB) writes valid JSON and leaves no namespace or process behind, also
+when it is interrupted. Timings are not judged here (bench/README.md)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import shoal_harness as h
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "bench" / "swarm" / "run"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for ip netns and tc")
+
+
+def namespaces(pid: int) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [l.split()[0] for l in out.splitlines() if l.startswith(f"shswarm{pid}-")]
+
+
+def bench_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(RUN), "--build-dir", str(h.build_dir()),
+            "--work-dir", str(tmp_path), "--json", str(tmp_path / "swarm.json"), *extra]
+
+
+def test_small_run_writes_json_and_cleans_up(tmp_path):
+    p = subprocess.Popen(bench_argv(tmp_path, "--nodes", "4", "--size", "32MiB", "--runs", "1",
+                                    "--rate", "25MiB"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        text, _ = p.communicate(timeout=150)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    print(text)
+    assert p.returncode == 0, text
+    out = json.loads((tmp_path / "swarm.json").read_text())
+    for k in ("nodes", "size_bytes", "rate_bytes_per_s", "origin_rate_bytes_per_s", "bound_s",
+              "shoal_total_s", "shoal_p50_s", "shoal_max_node_s", "direct_total_s",
+              "origin_bytes", "machine", "loadavg_before"):
+        assert k in out, k
+    assert out["nodes"] == 4 and out["size_bytes"] == 32 << 20
+    # T* = 32 MiB / 25 MiB/s: nobody beats the links
+    assert out["bound_s"] == pytest.approx(1.28, rel=0.01)
+    assert out["shoal_total_s"] >= out["bound_s"] * 0.9
+    assert out["direct_total_s"] >= 4 * 1.28 * 0.9
+    # the registry served the blob about once for Shoal, four times directly
+    assert out["origin_bytes"] >= out["size_bytes"]
+    assert out["direct_measured"]["origin_bytes"] == 4 * out["size_bytes"]
+    assert len(out["shoal_runs"][0]["node_s"]) == 4
+    assert namespaces(p.pid) == []
+    assert not list(tmp_path.glob("shswarm*")), "work directory left behind"
+
+
+def test_interrupted_run_removes_everything(tmp_path):
+    p = subprocess.Popen(bench_argv(tmp_path, "--nodes", "3", "--size", "256MiB", "--runs", "1",
+                                    "--rate", "10MiB"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        # wait until the nodes' daemons run inside their namespaces
+        def daemons_up():
+            ns = namespaces(p.pid)
+            return any(n.endswith("-n2") for n in ns) and any(
+                subprocess.run(["ip", "netns", "pids", n], capture_output=True,
+                               text=True).stdout.strip() for n in ns if n.endswith("-n2"))
+        h.wait_until(daemons_up, timeout=90)
+        time.sleep(2)
+        pids = []
+        for n in namespaces(p.pid):
+            pids += subprocess.run(["ip", "netns", "pids", n], capture_output=True,
+                                   text=True).stdout.split()
+        assert pids
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode != 0
+    assert namespaces(p.pid) == [], out
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", f"process {pid} left"
+    assert not list(tmp_path.glob("shswarm*")), "work directory left behind"

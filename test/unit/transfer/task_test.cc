@@ -1,0 +1,80 @@
+// The source's first-copy rule (task::claim_upload): while a daemon is a
+// swarm's source, each piece goes to one other daemon, and again only after
+// task::kResendAfter; otherwise every request may be served.
+
+#include "daemon/transfer/task_manager.h"
+
+#include <stdlib.h>
+
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "daemon/storage/store.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace shoal;
+using clock_type = std::chrono::steady_clock;
+
+struct fixture {
+  fs::path dir;
+  std::unique_ptr<storage::store> store;
+  boost::asio::io_context io;
+  std::shared_ptr<transfer::task> t;
+
+  fixture() {
+    std::string tmpl = "/tmp/shoal-transfer-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    dir = tmpl;
+    storage::options o;
+    o.data_dir = dir / "data";
+    o.disk_space = [] { return std::pair<std::uint64_t, std::uint64_t>{1ull << 40, 1ull << 39}; };
+    auto s = storage::store::open(o);
+    if (!s) FAIL(s.error().describe());
+    store = std::move(s).value();
+    const std::string hex(64, 'a');
+    auto h = store->open_task(hex, 16 << 20, 4 << 20);  // 4 pieces
+    if (!h) FAIL(h.error().describe());
+    auto d = parse_digest("sha256:" + hex);
+    REQUIRE(d);
+    t = std::make_shared<transfer::task>(io.get_executor(), *d, *h);
+  }
+  ~fixture() {
+    t.reset();
+    store.reset();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("claim_upload: anyone may have any piece unless this daemon is a source",
+          "[transfer][task]") {
+  fixture f;
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < 3; ++i) CHECK(f.t->claim_upload(0, t0));
+}
+
+TEST_CASE("claim_upload: a source sends each piece once, again after kResendAfter",
+          "[transfer][task]") {
+  fixture f;
+  f.t->set_first_copy_only(true);
+  const auto t0 = clock_type::now();
+  const auto resend = transfer::task::kResendAfter;
+  CHECK(f.t->claim_upload(0, t0));
+  CHECK_FALSE(f.t->claim_upload(0, t0 + std::chrono::milliseconds(10)));
+  CHECK(f.t->claim_upload(1, t0 + std::chrono::milliseconds(10)));  // other pieces are free
+  CHECK_FALSE(f.t->claim_upload(0, t0 + resend - std::chrono::milliseconds(1)));
+  // nobody passed it on in time (the first child died?): a second copy
+  CHECK(f.t->claim_upload(0, t0 + resend));
+  CHECK_FALSE(f.t->claim_upload(0, t0 + resend + std::chrono::milliseconds(1)));
+  CHECK_FALSE(f.t->claim_upload(4, t0));  // past the end
+  // no longer the source (another was elected): no limit
+  f.t->set_first_copy_only(false);
+  CHECK(f.t->claim_upload(1, t0 + std::chrono::milliseconds(20)));
+}
