@@ -531,6 +531,14 @@ struct registry_client::impl {
 
   // Validates a target and builds the registry URL for `path` under /v2/<repo>/.
   result<url_target> make_url(const request_target& t, const std::string& path) const {
+    if (!t.url.empty() && path.starts_with("blobs/")) {
+      if (!valid_header_value(t.authorization))
+        return error(errc::invalid_argument, "Authorization header for " + t.url + " contains line breaks");
+      auto url = parse_url(t.url);
+      if (!url) return std::move(url).error();
+      if (auto allowed = policy.check_url(*url, "file URL"); !allowed) return std::move(allowed).error();
+      return url;
+    }
     if (!valid_repository(t.repository)) {
       return error(errc::invalid_argument,
                    "repository name \"" + t.repository +

@@ -55,6 +55,15 @@ struct request_target {
   std::string registry;       // "host[:port]" as in a reference, e.g. "127.0.0.1:5000"
   std::string repository;     // "library/ubuntu"
   std::string authorization;  // the client's Authorization header, passed through ("" = none)
+  // A plain HTTP(S) file instead of a registry blob (`shoalctl get`): blob
+  // requests (head_blob, open_blob) go to this URL; registry and repository
+  // then only name it in messages. Same SSRF policy (plain http and private
+  // addresses only for hosts listed as insecure).
+  std::string url{};
+  // For URL tasks: the content's expected "sha256:<hex>" if the user gave
+  // one; empty = the content is not verified as a whole (pieces still are,
+  // against the source's digests, in a swarm).
+  std::string content_digest{};
 };
 
 // A blob body being read from origin. read_some returns 0 at the end.

@@ -251,6 +251,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     o->set_registry(self->origin_.registry);
     o->set_repository(self->origin_.repository);
     o->set_digest(self->t_->digest_.str());
+    o->set_url(self->origin_.url);
     r->set_finished_bitmap(self->t_->bitmap());
     for (std::uint32_t i = 0; i < self->count_; ++i) {
       if (self->digests_[i].empty()) continue;
@@ -589,7 +590,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     auto t = self->t_;
     // Every piece was fed to whole_ in order as the held prefix grew.
     auto got = std::optional<std::string>(self->whole_->finish_hex());
-    const bool verified = *got == t->digest_.hex;
+    const auto want = expected_content_hex(t->digest_, self->origin_);
+    const bool verified = want.empty() || *got == want;
     if (!verified) {
       tm.metrics_.blob_mismatch();
       if (self->is_source_) {

@@ -69,6 +69,13 @@ struct metrics_set {
   }
 };
 
+// The hex the whole content must hash to: the blob digest for registry
+// blobs; for URL tasks (`shoalctl get`) the digest the user gave, or ""
+// (not verified as a whole) when none was given.
+inline std::string expected_content_hex(const digest& task_id, const source::request_target& o) {
+  if (o.url.empty()) return task_id.hex;
+  return o.content_digest.starts_with("sha256:") ? o.content_digest.substr(7) : std::string();
+}
 // Families shared by the modules that add to them (one name, one help text,
 // one bucket layout): bytes a daemon got by source, piece fetch latency by
 // source, and failures by kind.

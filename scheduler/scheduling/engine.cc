@@ -595,6 +595,12 @@ std::optional<time_point> engine::next_digest_flush() const {
 // ---------------------------------------------------------------- time
 
 void engine::tick() {
+  maintain();
+  while (sweep(SIZE_MAX)) {
+  }
+}
+
+void engine::maintain() {
   const time_point now = clock_.now();
   for (const auto& h : reg_.expired_hosts(now, opts_.host_ttl)) {
     remove_host(h, v1::Abort::HOST_GONE,
@@ -610,9 +616,34 @@ void engine::tick() {
     if (t == nullptr) continue;
     check_stall(*t);
     ensure_source(*t);
-    for (auto& [h, q] : t->peers()) reschedule(*t, q, false);
   }
   update_gauges();
+  // Re-scheduling every child scores up to candidate_limit parents for each:
+  // on 25,000 peers that is far too long to run between two events, so it
+  // runs in slices (sweep()); a sweep still going when the next tick comes
+  // carries on rather than starting over, so every child gets its turn.
+  if (sweep_next_ < sweep_.size()) return;
+  sweep_.clear();
+  sweep_next_ = 0;
+  for (const auto& [id, t] : reg_.tasks())
+    for (const auto& [h, q] : t.peers())
+      if (q.needs_pieces()) sweep_.emplace_back(id, h);
+}
+
+bool engine::sweep(std::size_t budget) {
+  for (std::size_t done = 0; sweep_next_ < sweep_.size() && done < budget; ++sweep_next_) {
+    const auto& [id, h] = sweep_[sweep_next_];
+    task* t = reg_.find_task(id);
+    if (t == nullptr) continue;
+    peer* q = t->find_peer(h);
+    if (q == nullptr) continue;
+    reschedule(*t, *q, false);
+    ++done;
+  }
+  if (sweep_next_ < sweep_.size()) return true;
+  sweep_.clear();
+  sweep_next_ = 0;
+  return false;
 }
 
 // ---------------------------------------------------------------- unary

@@ -12,6 +12,8 @@
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/result.h"
 #include "scheduler/resource/clock.h"
@@ -70,7 +72,14 @@ class engine {
 
   // Periodic work (call every 1-2 s): host expiry, source stalls and pending
   // elections, re-scheduling children when a better parent appears or one left.
+  // Equivalent to maintain() followed by sweep() until it returns false.
   void tick();
+  // tick() in slices, so events are decided between them: maintain() does
+  // the cheap part and starts a re-scheduling sweep over every child (unless
+  // the previous sweep is still going); sweep(budget) re-schedules up to
+  // `budget` children of it and returns whether some are left.
+  void maintain();
+  bool sweep(std::size_t budget);
   // Broadcasts every batched digest now.
   void flush_digests();
   // When the oldest batched digest is due, if any is waiting.
@@ -123,6 +132,9 @@ class engine {
   std::mt19937_64 rng_;
   registry reg_;
   std::set<task_id> pending_digest_tasks_;
+  // The re-scheduling sweep in progress (maintain() / sweep()).
+  std::vector<std::pair<task_id, host_id>> sweep_;
+  std::size_t sweep_next_ = 0;
 };
 
 }  // namespace shoal::scheduler

@@ -220,7 +220,8 @@ service::service(asio::io_context& io, engine_options eopts, service_options sop
       preheat_(opts_.preheat, engine_, clk, seed ^ 0x9e3779b97f4a7c15ull),
       grpc_service_(std::make_unique<grpc_service>(*this)),
       tick_timer_(io),
-      flush_timer_(io) {}
+      flush_timer_(io),
+      sweep_timer_(io) {}
 
 service::~service() = default;
 
@@ -254,6 +255,7 @@ void service::shutdown(duration grace) {
   asio::post(io_, [this, &told] {
     shutting_down_ = true;
     tick_timer_.cancel();
+    sweep_timer_.cancel();
     flush_timer_.cancel();
     for (auto& [id, st] : streams_) {
       if (st->closing || st->finished) continue;
@@ -394,10 +396,33 @@ void service::arm_tick() {
   tick_timer_.expires_after(opts_.tick_interval);
   tick_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec || shutting_down_) return;
-    engine_.tick();
+    engine_.maintain();
     preheat_.tick();
     after_engine();
+    if (!sweeping_) sweep_slice();
     arm_tick();
+  });
+}
+
+// One slice of the engine's re-scheduling sweep (a few children at a time
+// until the slice's time is used), then a pause for the events queued
+// meanwhile and the gRPC threads.
+void service::sweep_slice() {
+  sweeping_ = false;
+  if (shutting_down_) return;
+  const auto until = std::chrono::steady_clock::now() + opts_.sweep_slice;
+  bool more = true;
+  while (more && std::chrono::steady_clock::now() < until) more = engine_.sweep(8);
+  after_engine();
+  if (!more) return;
+  sweeping_ = true;
+  sweep_timer_.expires_after(opts_.sweep_pause);
+  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) {
+      sweeping_ = false;
+      return;
+    }
+    sweep_slice();
   });
 }
 

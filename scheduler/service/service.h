@@ -35,6 +35,12 @@ namespace shoal::scheduler {
 struct service_options {
   std::string listen = "0.0.0.0:7410";  // gRPC address; port 0 picks a free port
   duration tick_interval = std::chrono::seconds(1);
+  // The tick's re-scheduling sweep (engine::sweep) runs in slices of about
+  // `sweep_slice` owner time, one every `sweep_slice + sweep_pause`: events
+  // wait for at most one slice, and the sweep takes at most about half the
+  // owner thread (on 25,000 peers a sweep then spans a few ticks).
+  duration sweep_slice = std::chrono::microseconds(1000);
+  duration sweep_pause = std::chrono::microseconds(1000);
   preheat_options preheat;
 };
 
@@ -86,6 +92,7 @@ class service final : private decision_sink {
   void pump(stream_state& st);
   void after_engine();
   void arm_tick();
+  void sweep_slice();
 
   boost::asio::io_context& io_;
   service_options opts_;
@@ -102,6 +109,8 @@ class service final : private decision_sink {
   std::unordered_map<std::uint64_t, std::shared_ptr<stream_state>> streams_;
   boost::asio::steady_timer tick_timer_;
   boost::asio::steady_timer flush_timer_;
+  boost::asio::steady_timer sweep_timer_;
+  bool sweeping_ = false;
   bool flush_armed_ = false;
   bool shutting_down_ = false;
 

@@ -1525,11 +1525,20 @@ def build_model_dir(root: Path, weight_size: int = 256 * MiB) -> dict[str, tuple
     return out
 
 
-def dir_contents(root: Path) -> dict[str, tuple[str, int]]:
-    """{relative path: (sha256 hex, mode)} of every regular file under root."""
+def dir_contents(root: Path, skip=(".shoal-pull.json",)) -> dict[str, tuple[str, int]]:
+    """{relative path: (sha256 hex, mode)} of every regular file under root
+    (shoalctl pull's marker file left out)."""
     root = Path(root)
     return {p.relative_to(root).as_posix(): (sha256_file(p), p.stat().st_mode & 0o7777)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).as_posix() not in skip}
+
+
+def as_pulled(files: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+    """What `shoalctl pull` lays out for pushed files: the same bytes and
+    modes, without write bits (raw layers are read-only hard links from the
+    immutable cache; daemon/model/README.md)."""
+    return {rel: (sha, mode & ~0o222) for rel, (sha, mode) in files.items()}
 
 
 # --------------------------------------------------------------------------

@@ -581,3 +581,29 @@ TEST_CASE("the last peer leaving forgets the task", "[scheduler][engine]") {
   CHECK_FALSE(w.e.stat_task(task_id(kTask)));
   CHECK(w.m.tasks.value() == 0);
 }
+
+TEST_CASE("tick: the re-scheduling sweep runs in slices and carries on across ticks",
+          "[scheduler][engine]") {
+  fixture f;
+  for (auto h : {"a", "b", "c", "d"}) f.announce(h);
+  auto sa = f.join("a", {.has_client = false});
+  f.join("b");  // the source; a learns of it only from a sweep
+  auto sc = f.join("c", {.has_client = false});
+  auto sd = f.join("d", {.has_client = false});
+  f.sink.clear();
+  // Nobody is re-scheduled by maintain() itself.
+  f.e.maintain();
+  CHECK_FALSE(last_of(f.sink.take(sa), D::kParents));
+  // Four children (b needs pieces too), one per slice: a first (host id order).
+  CHECK(f.e.sweep(1));
+  auto pa = last_of(f.sink.take(sa), D::kParents);
+  REQUIRE(pa);
+  CHECK(hosts_of(pa->parents()) == std::vector<std::string>{"b"});
+  // The next tick while the sweep is going: it carries on (three left), not over (four).
+  f.e.maintain();
+  CHECK_FALSE(f.e.sweep(3));
+  CHECK_FALSE(f.e.sweep(10));
+  // c and d joined after b and already had it; a sweep sends nothing unchanged.
+  CHECK_FALSE(last_of(f.sink.take(sc), D::kParents));
+  CHECK_FALSE(last_of(f.sink.take(sd), D::kParents));
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""ctest smoke runs of the benchmarks in a tiny mode (label `bench`): each
+runs from the build tree and checks that the JSON has its fields and sane
+values (counts, byte totals, positive times) — never timings against goals.
+
+  bench/smoke.py datapath    p2p mode with a 64 MiB blob, one run
+  bench/smoke.py scheduler   50 hosts x 2 tasks x 20 peers, 5 s of load
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise SystemExit(f"smoke check failed: {what}")
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and x > 0 and math.isfinite(x)
+
+
+def run(argv: list[str], timeout: float) -> None:
+    print("$", " ".join(argv), flush=True)
+    cp = subprocess.run(argv, text=True, timeout=timeout)
+    check(cp.returncode == 0, f"{argv[0]} exited {cp.returncode}")
+
+
+def datapath(build: str, out: Path) -> None:
+    mib = 1 << 20
+    run([str(ROOT / "bench/datapath/run"), "--mode", "p2p", "--p2p-size", "64MiB", "--runs", "1",
+         "--build-dir", build, "--json", str(out)], timeout=240)
+    j = json.loads(out.read_text())
+    p = j["p2p"]
+    check(p["size_bytes"] == 64 * mib, "p2p size")
+    check(positive(p["curl_direct_s"]), "curl time")
+    for name in ("warm_parent", "simultaneous"):
+        s = p[name]
+        check(positive(s["b_s"]) and positive(s["throughput_vs_curl"]), f"{name} times")
+        check(s["b_peer_bytes"] >= (64 if name == "warm_parent" else 57.6) * mib,
+              f"{name}: B got {s['b_peer_bytes']} bytes from A")
+        for d in ("a", "b"):
+            check(s[f"{d}_cpu_s_per_gib"] >= 0, f"{name} {d} cpu")
+            check(0 < s[f"{d}_peak_rss_mib"] < 4096, f"{name} {d} rss")
+    check(p["warm_parent"]["runs"][0]["registry_bytes_during_b"] == 0,
+          "warm parent: the registry served bytes during B's download")
+    check(p["simultaneous"]["runs"][0]["registry_bytes"] <= 1.05 * 64 * mib,
+          "simultaneous: the registry served more than the blob")
+
+
+def scheduler(build: str, out: Path) -> None:
+    run([str(ROOT / "bench/scheduler/run"), "--hosts", "50", "--tasks", "2", "--peers", "20",
+         "--pieces", "16", "--ramp-rate", "200", "--duration", "5", "--churn", "4", "--build-dir", build,
+         "--json", str(out)], timeout=120)
+    j = json.loads(out.read_text())
+    check(j["config"]["streams"] == 40, "stream count")
+    lat = j["decision_latency"]
+    check(lat["register"]["count"] == 40, f"register samples: {lat['register']['count']} of 40")
+    for k in ("p50_ms", "p99_ms"):
+        check(positive(lat["all"][k]), f"latency {k}")
+    check(lat["all"]["p50_ms"] <= lat["all"]["p99_ms"], "p50 <= p99")
+    check(j["decisions"]["from_origin"] >= 2, "a source per task")
+    check(j["decisions"]["abort"] == 0, "no aborts")
+    check(j["events"]["piece_finished"] > 0, "piece events")
+    check(j["streams"]["opened"] >= 40 and j["streams"]["ended"] == j["streams"]["opened"]
+          and j["streams"]["errors"] == 0, "streams closed cleanly")
+    s = j["scheduler"]
+    check(positive(s["cpu_s_total"]), "scheduler CPU")
+    check(0 < s["peak_rss_mib"] < 4096, "scheduler RSS")
+    check(j["server_decision_latency"]["count"] > 0, "scheduler's own latency histogram")
+    check(j["scheduler_alive_at_end"], "scheduler survived")
+
+
+def main() -> int:
+    which = sys.argv[1]
+    build = os.environ.get("SHOAL_BUILD_DIR") or str(ROOT / "build/dev")
+    with tempfile.TemporaryDirectory(prefix=f"shoal-smoke-{which}-") as tmp:
+        out = Path(tmp) / "result.json"
+        {"datapath": datapath, "scheduler": scheduler}[which](build, out)
+    print(f"{which} smoke: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
