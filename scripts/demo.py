@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Shoal's main job on one machine: a local registry holding a generated
-ModelPack model, shoal-scheduler, N shoald nodes, and one containerd per node
-pulling the model through its own shoald at the same moment. Prints each
-node's time and where its bytes came from, and what the registry served
-(from the registry's own access log) against the model size."""
+"""Shoal's main job on one machine: a generated model directory is pushed to
+a local registry with `shoalctl push` (a ModelPack artifact), then N shoald
+nodes (with shoal-scheduler) pull it at the same moment with `shoalctl pull`,
+each into its own directory. Prints each node's time and where its bytes
+came from, checks every copy is byte-identical to the source (modes too, less
+write bits: pulled files are read-only hard links from the cache),
+and what the registry served (from its own access log) against the model size."""
 
 import argparse
+import concurrent.futures as cf
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -48,12 +50,18 @@ def main() -> int:
         reg = h.Registry(work / "registry").start()
         procs.append(reg)
         print(f"registry   http://{reg.hostport} (docker-registry, the origin)")
-        art = h.push_modelpack(reg, work, "models/demo", weight_size=args.weight_size * MiB)
-        model_bytes = sum(b.size for b in art.blobs)
-        print(f"model      {reg.hostport}/models/demo:{art.tag}  {human(model_bytes)} in "
-              f"{len(art.blobs)} blobs, manifest {art.manifest_digest[:19]}…")
-        for b in art.blobs:
-            print(f"  {b.media_type:48s} {b.digest[:19]}…  {human(b.size)}")
+        src = work / "model"
+        files = h.build_model_dir(src, args.weight_size * MiB)
+        ref = f"{reg.hostport}/models/demo:v1"
+        t0 = time.monotonic()
+        out = h.shoalctl(["push", "--plain-http", "--state-dir", "none", str(src), ref],
+                         work / "push.log")
+        model_bytes = sum((src / rel).stat().st_size for rel in files)
+        print(f"pushed     {out.stdout.strip().splitlines()[-1]}")
+        print(f"           with shoalctl push in {time.monotonic() - t0:.1f} s: "
+              f"{len(files)} files, {human(model_bytes)}, one raw ModelPack layer per file")
+        for rel in sorted(files):
+            print(f"  {rel:52s} {human((src / rel).stat().st_size):>10}  mode {files[rel][1]:o}")
 
         sched = h.Scheduler(work).start()
         procs.append(sched)
@@ -70,31 +78,29 @@ def main() -> int:
                          extra_args=["--scheduler", sched.addr, "--zone", "demo"] + limits)
             d.start()
             procs.append(d)
-            c = h.Containerd(work, name=f"containerd{i + 1}").start()
-            procs.append(c)
-            c.set_mirror(reg.hostport, d.mirror, fallback=False)
-            nodes.append((d, c))
-            print(f"node{i + 1}      shoald mirror {d.mirror}, peer port {d.peer_port}; "
-                  f"containerd pulls through it")
+            nodes.append(d)
+            print(f"node{i + 1}      shoald mirror {d.mirror}, peer port {d.peer_port}, "
+                  f"API unix:{d.api_socket}")
 
         mark = reg.log_mark()
         times, errors = {}, {}
 
-        def pull(i, c):
-            t0 = time.monotonic()
-            try:
-                c.fetch(f"{reg.hostport}/models/demo:{art.tag}")
-                times[i] = time.monotonic() - t0
-            except Exception as e:  # reported below
-                errors[i] = e
+        def pull(i, d):
+            t = time.monotonic()
+            dest = work / f"pulled-node{i + 1}"
+            r = h.shoalctl(["pull", ref, "--output", str(dest), "--daemon",
+                            f"unix:{d.api_socket}", "-q"], work / f"pull-node{i + 1}.log",
+                           check=False)
+            if r.returncode != 0:
+                errors[i] = r.stdout.strip()[-500:]
+            times[i] = time.monotonic() - t
+            return dest
 
-        print(f"\npulling on all {args.nodes} nodes at once (limit {args.rate}/s per node)…")
+        print(f"\npulling on all {args.nodes} nodes at once with shoalctl pull "
+              f"(limit {args.rate}/s per node)…")
         t0 = time.monotonic()
-        threads = [threading.Thread(target=pull, args=(i, c)) for i, (_, c) in enumerate(nodes)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with cf.ThreadPoolExecutor(args.nodes) as ex:
+            dests = list(ex.map(lambda a: pull(*a), enumerate(nodes)))
         total = time.monotonic() - t0
         if errors:
             for i, e in errors.items():
@@ -102,16 +108,15 @@ def main() -> int:
             return 1
         reg.settle()
 
-        print(f"\n{'node':6} {'time s':>7} {'from peers':>12} {'from registry':>14} {'verified':>9}")
-        for i, (d, c) in enumerate(nodes):
+        print(f"\n{'node':6} {'time s':>7} {'from peers':>12} {'from registry':>14} {'identical':>9}")
+        for i, d in enumerate(nodes):
             m = d.metrics()
-            got = c.content_digests()
-            ok = all(b.digest in got for b in art.blobs)
+            ok = h.dir_contents(dests[i]) == h.as_pulled(files)
             print(f"node{i + 1:<2} {times[i]:7.2f} {human(m.get('shoal_peer_bytes_total', 0)):>12} "
                   f"{human(m.get('shoal_source_bytes_total', 0)):>14} {'yes' if ok else 'NO':>9}")
             if not ok:
                 return 1
-        origin = sum(reg.blob_body_bytes(b.digest, since=mark) for b in art.blobs)
+        origin = reg.all_blob_body_bytes(since=mark)
         print(f"\nall nodes done in {total:.2f} s")
         print(f"registry served {human(origin)} of blob bodies for {args.nodes} nodes: "
               f"{origin / model_bytes:.2f}x the model size "
