@@ -23,6 +23,7 @@
 #include "common/units.h"
 #include "daemon/api/pulls.h"
 #include "daemon/api/routes.h"
+#include "daemon/api/routes_files.h"
 #include "daemon/api/server.h"
 #include "daemon/mirror/mirror.h"
 #include "daemon/source/registry_client.h"
@@ -314,6 +315,7 @@ int main(int argc, char** argv) {
     shoal::api::router api_routes;
     shoal::api::add_pull_routes(api_routes, pulls);
     shoal::api::add_task_routes(api_routes, tasks, **store);
+    shoal::api::add_file_routes(api_routes, tasks, origin);
     shoal::api::server api_srv(io.get_executor(), api_routes);
     if (auto r = api_srv.listen_unix(f.api_socket); !r) return fail(r.error().message);
     if (api_ep) {
