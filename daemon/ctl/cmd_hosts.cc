@@ -9,19 +9,8 @@ namespace {
 
 namespace json = boost::json;
 
-double num(const json::object& o, std::string_view k) {
-  const json::value* v = o.if_contains(k);
-  if (v == nullptr) return 0;
-  if (v->is_double()) return v->as_double();
-  if (v->is_uint64()) return static_cast<double>(v->as_uint64());
-  if (v->is_int64()) return static_cast<double>(v->as_int64());
-  return 0;
-}
-
-std::string str(const json::object& o, std::string_view k) {
-  const json::value* v = o.if_contains(k);
-  return v && v->is_string() ? std::string(v->as_string()) : std::string();
-}
+double num(const json::object& o, std::string_view k) { return shoal::ctl::json_number(o, k); }
+std::string str(const json::object& o, std::string_view k) { return shoal::ctl::json_string(o, k); }
 
 int run_hosts(const shoal::ctl::scheduler_api_options& o) {
   using namespace shoal::ctl;

@@ -88,6 +88,20 @@ result<boost::json::value> scheduler_get(const scheduler_api_options& o, const s
   }
 }
 
+double json_number(const boost::json::object& o, std::string_view key) {
+  const boost::json::value* v = o.if_contains(key);
+  if (v == nullptr) return 0;
+  if (v->is_double()) return v->as_double();
+  if (v->is_uint64()) return static_cast<double>(v->as_uint64());
+  if (v->is_int64()) return static_cast<double>(v->as_int64());
+  return 0;
+}
+
+std::string json_string(const boost::json::object& o, std::string_view key) {
+  const boost::json::value* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
 std::string human_bytes(double n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   int i = 0;

@@ -4,8 +4,10 @@
 // `shoalctl hosts` and `shoalctl tasks`.
 
 #include <CLI/CLI.hpp>
+#include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -24,6 +26,11 @@ void add_scheduler_api_flags(CLI::App* sub, scheduler_api_options& o);
 // GET url + path (e.g. "/api/v1/hosts") and parse the JSON body. Errors say
 // what failed and what to do (unreachable, 401 without the token, ...).
 result<boost::json::value> scheduler_get(const scheduler_api_options& o, const std::string& path);
+
+// A field of an API object: a number (0 when absent or not a number), a
+// string (empty when absent or not a string).
+double json_number(const boost::json::object& o, std::string_view key);
+std::string json_string(const boost::json::object& o, std::string_view key);
 
 // Formatting for tables.
 std::string human_bytes(double n);

@@ -98,32 +98,31 @@ result<void> clear_slot(int dir, const std::string& name, const std::string& rel
   return ok();
 }
 
+// {atime: leave as is, mtime: ns since the epoch} for futimens/utimensat.
+struct mtime_times {
+  timespec ts[2];
+  explicit mtime_times(std::int64_t ns) {
+    ts[0].tv_sec = 0;
+    ts[0].tv_nsec = UTIME_OMIT;
+    ts[1].tv_sec = ns / 1000000000;
+    ts[1].tv_nsec = ns % 1000000000;
+    if (ts[1].tv_nsec < 0) {
+      ts[1].tv_nsec += 1000000000;
+      --ts[1].tv_sec;
+    }
+  }
+};
+
 void set_mtime_fd(int fd, std::optional<std::int64_t> ns) {
   if (!ns) return;
-  timespec ts[2];
-  ts[0].tv_sec = 0;
-  ts[0].tv_nsec = UTIME_OMIT;
-  ts[1].tv_sec = *ns / 1000000000;
-  ts[1].tv_nsec = *ns % 1000000000;
-  if (ts[1].tv_nsec < 0) {
-    ts[1].tv_nsec += 1000000000;
-    --ts[1].tv_sec;
-  }
-  ::futimens(fd, ts);
+  mtime_times t(*ns);
+  ::futimens(fd, t.ts);
 }
 
 void set_mtime_at(int dir, const std::string& name, std::optional<std::int64_t> ns) {
   if (!ns) return;
-  timespec ts[2];
-  ts[0].tv_sec = 0;
-  ts[0].tv_nsec = UTIME_OMIT;
-  ts[1].tv_sec = *ns / 1000000000;
-  ts[1].tv_nsec = *ns % 1000000000;
-  if (ts[1].tv_nsec < 0) {
-    ts[1].tv_nsec += 1000000000;
-    --ts[1].tv_sec;
-  }
-  ::utimensat(dir, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+  mtime_times t(*ns);
+  ::utimensat(dir, name.c_str(), t.ts, AT_SYMLINK_NOFOLLOW);
 }
 
 result<void> copy_file(int src, int dst, std::uint64_t& bytes, const std::string& what) {
