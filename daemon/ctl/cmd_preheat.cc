@@ -3,7 +3,6 @@
 // the job until it ends.
 
 #include <grpcpp/grpcpp.h>
-#include <openssl/evp.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -13,6 +12,7 @@
 
 #include "common/units.h"
 #include "daemon/ctl/command.h"
+#include "daemon/ctl/credentials.h"
 #include "shoal/v1/scheduler.grpc.pb.h"
 
 namespace {
@@ -27,15 +27,6 @@ struct preheat_flags {
   double timeout = 0;  // seconds, 0 = until the job ends
   bool quiet = false;
 };
-
-std::string base64(const std::string& in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
 
 std::string progress_line(const shoal::v1::PreheatJob& j) {
   std::ostringstream o;
@@ -67,7 +58,7 @@ int run_preheat(const preheat_flags& f) {
   } else if (pass.empty()) {
     if (const char* p = std::getenv("SHOAL_REGISTRY_PASSWORD")) pass = p;
   }
-  if (!user.empty()) req.set_authorization("Basic " + base64(user + ":" + pass));
+  if (!user.empty()) req.set_authorization(shoal::ctl::basic_authorization(user, pass));
   v1::PreheatJob job;
   {
     grpc::ClientContext ctx;

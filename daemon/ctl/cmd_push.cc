@@ -8,7 +8,6 @@
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -21,6 +20,7 @@
 #include "common/reference.h"
 #include "common/units.h"
 #include "daemon/ctl/command.h"
+#include "daemon/ctl/credentials.h"
 #include "daemon/model/pack.h"
 #include "daemon/source/uploader.h"
 
@@ -41,15 +41,6 @@ struct push_flags {
   std::string state_dir;
   bool quiet = false;
 };
-
-std::string base64(const std::string& in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
 
 std::string default_state_dir() {
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
@@ -173,7 +164,7 @@ int run_push(const push_flags& f) {
   } else if (pass.empty()) {
     if (const char* p = std::getenv("SHOAL_REGISTRY_PASSWORD")) pass = p;
   }
-  if (!user.empty()) uo.authorization = "Basic " + base64(user + ":" + pass);
+  if (!user.empty()) uo.authorization = shoal::ctl::basic_authorization(user, pass);
   uo.state_dir = f.state_dir.empty() ? default_state_dir() : f.state_dir;
   if (f.state_dir == "none") uo.state_dir.clear();
 
