@@ -3,6 +3,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <set>
 #include <boost/asio/use_awaitable.hpp>
@@ -11,8 +12,10 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <random>
+#include <span>
 
 #include "common/http.h"
 #include "common/log.h"
@@ -32,17 +35,31 @@ using clock = std::chrono::steady_clock;
 namespace {
 auto log() { return logger("swarm"); }
 
+// A piece body: one buffer of the piece's size, not zero-filled (every byte
+// is read into it before it is used).
+struct piece_body {
+  explicit piece_body(std::size_t n) : data(std::make_unique_for_overwrite<char[]>(n)), size(n) {}
+  std::unique_ptr<char[]> data;
+  std::size_t size;
+  std::span<const char> bytes() const { return {data.get(), size}; }
+};
+
 struct peer_reply {
   unsigned status = 0;
-  std::string body;
-  std::string version;  // X-Shoal-Bitmap-Version
+  std::string body;                          // any reply but a whole piece
+  std::shared_ptr<const piece_body> piece;   // a 200 whose Content-Length is `piece_size`
+  std::string version;                       // X-Shoal-Bitmap-Version
 };
 
 // One GET to a parent's piece server. `timed_out` tells a slow parent from
-// one that cannot be reached.
+// one that cannot be reached. With `piece_size` set, a 200 of exactly that
+// length is read straight from the socket into one buffer with large reads
+// (not through Beast's body parser: socket -> parser buffer -> string, 64 KiB
+// at a time); anything else, up to `limit` bytes, into `body`.
 awaitable<result<peer_reply>> peer_get(asio::any_io_executor ex, std::string addr,
                                        std::string target, std::size_t limit,
-                                       std::chrono::seconds timeout, bool* timed_out) {
+                                       std::chrono::seconds timeout, bool* timed_out,
+                                       std::size_t piece_size = 0) {
   *timed_out = false;
   auto ep = http::parse_endpoint(addr);
   if (!ep) co_return error(errc::invalid_argument, "parent address '" + addr + "' is invalid");
@@ -62,20 +79,56 @@ awaitable<result<peer_reply>> peer_get(asio::any_io_executor ex, std::string add
   beast::flat_buffer buf;
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(limit);
-  auto [rec, rn] = co_await bhttp::async_read(stream, buf, parser, asio::as_tuple(use_awaitable));
-  if (rec) {
-    *timed_out = rec == beast::error::timeout;
-    co_return error(errc::network, "reading " + target + " from parent " + addr + ": " + rec.message());
+  auto failed = [&](boost::system::error_code ec) {
+    *timed_out = ec == beast::error::timeout;
+    return error(errc::network, "reading " + target + " from parent " + addr + ": " + ec.message());
+  };
+  auto [hec, hn] = co_await bhttp::async_read_header(stream, buf, parser, asio::as_tuple(use_awaitable));
+  if (hec) co_return failed(hec);
+  peer_reply out;
+  out.status = parser.get().result_int();
+  out.version = std::string(parser.get()["X-Shoal-Bitmap-Version"]);
+  if (piece_size > 0 && out.status == 200 && parser.content_length() == piece_size &&
+      !parser.chunked()) {
+    auto body = std::make_shared<piece_body>(piece_size);
+    const std::size_t have = std::min(buf.size(), piece_size);
+    asio::buffer_copy(asio::buffer(body->data.get(), have), buf.data());
+    // Each read takes whatever the socket holds (asio's default completion
+    // conditions cap a read at 64 KiB).
+    auto rest = asio::buffer(body->data.get() + have, piece_size - have);
+    auto [bec, bn] = co_await asio::async_read(
+        stream, rest,
+        [&](boost::system::error_code ec, std::size_t got) -> std::size_t {
+          return ec ? 0 : rest.size() - got;
+        },
+        asio::as_tuple(use_awaitable));
+    if (bec) co_return failed(bec);
+    out.piece = std::move(body);
+  } else {
+    auto [rec, rn] = co_await bhttp::async_read(stream, buf, parser, asio::as_tuple(use_awaitable));
+    if (rec) co_return failed(rec);
+    out.body = std::move(parser.get().body());
   }
-  auto& res = parser.get();
-  peer_reply out{res.result_int(), std::move(res.body()), std::string(res["X-Shoal-Bitmap-Version"])};
   boost::system::error_code ignore;
   stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignore);
   co_return out;
 }
 
-awaitable<std::string> hash_string(std::shared_ptr<const std::string> data) {
-  co_return sha256_hex(*data);
+struct checked_piece {
+  std::string sha256;
+  std::optional<result<void>> written;  // tried only on a match
+};
+
+// On the blocking pool: hashes a piece from a parent and, when it matches
+// `expect` (the scheduler's digest, if known yet), writes it at `offset` --
+// off the I/O thread, which receives the next pieces meanwhile.
+awaitable<checked_piece> check_and_write(std::shared_ptr<const piece_body> data,
+                                         std::shared_ptr<storage::task_handle> h,
+                                         std::uint64_t offset, std::string expect) {
+  checked_piece out;
+  out.sha256 = sha256_hex(std::string_view(data->data.get(), data->size));
+  if (!expect.empty() && out.sha256 == expect) out.written = h->write(offset, data->bytes());
+  co_return out;
 }
 
 // Feeds bytes [begin, end) of the content file into `whole` (on the blocking pool).
@@ -119,7 +172,12 @@ swarm_metrics::swarm_metrics(metrics::registry& r)
                                    {"reason"})),
       fetch_seconds(piece_fetch_seconds(r).with({"peer"})),
       bytes(bytes_by_source(r).with({"peer"})),
-      failures(failures_by_kind(r)) {}
+      failures(failures_by_kind(r)),
+      blob_verifications(r.add_counter(
+          "shoal_blob_verifications_total",
+          "Swarm downloads whose whole blob was verified, by how: hashed (SHA-256 of the "
+          "content) or sealed_list (every piece matched a sealed digest list)",
+          {"how"})) {}
 
 // One task's swarm download (and afterwards its presence as a parent).
 class swarm_session : public std::enable_shared_from_this<swarm_session> {
@@ -139,6 +197,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       if (t_->handle_->piece_finished(i)) {
         have_[i] = true;
         digests_[i] = t_->handle_->piece_digest(i);
+        whole_hash_needed_ = true;  // bytes from disk: only the whole-blob hash checks them
       }
     }
     rng_.seed(std::random_device{}());
@@ -335,12 +394,28 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     ever_decided_ = true;
     reconnect_failures_ = 0;
     switch (d.decision_case()) {
-      case v1::Decision::kDigests:
-        for (const auto& pd : d.digests().digests())
-          if (pd.index() < count_ && digests_[pd.index()].empty()) digests_[pd.index()] = pd.sha256();
+      case v1::Decision::kDigests: {
+        const bool sealed = d.digests().sealed();
+        for (const auto& pd : d.digests().digests()) {
+          if (pd.index() >= count_) continue;
+          auto& mine = digests_[pd.index()];
+          if (mine.empty()) {
+            mine = pd.sha256();
+          } else if (mine != pd.sha256()) {
+            // A piece was (or will be) checked against another digest than
+            // the list's: only the whole-blob hash can tell.
+            whole_hash_needed_ = true;
+          }
+        }
+        if (sealed && !sealed_) {
+          sealed_ = true;
+          log()->debug("task {}: the scheduler's digest list is sealed", short_id());
+        }
         accept_parked();
         pump();
+        check_complete();
         break;
+      }
       case v1::Decision::kFromOrigin: {
         if (done_ || !downloading()) break;
         is_source_ = true;
@@ -513,6 +588,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
                  bool(have_[n]), parent, static_cast<void*>(this));
     if (have_[n]) return;
     have_[n] = true;
+    if (parent.empty()) whole_hash_needed_ = true;  // from origin
     pending_piece p{n, std::move(sha), std::move(parent)};
     if (n == tail()) {
       tail_pending_ = std::move(p);  // readable and recorded only once the blob verifies
@@ -576,11 +652,25 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     send(std::move(ev));
   }
 
+  // The whole-blob SHA-256 is redundant when every piece came from a parent
+  // and matched a sealed digest list: the scheduler seals a list only when a
+  // copy that produced it hashed whole to the blob's digest (a source's
+  // SourceFinished{verified}, or a peer's Done), so a copy whose pieces have,
+  // piece for piece, the same SHA-256 values is that content (short of a
+  // SHA-256 collision). It cannot be derived from piece digests (SHA-256 does
+  // not compose), hence this argument. Pieces from origin or from disk, a
+  // source, and a digest that differed from the list keep the hash.
+  bool list_verifies() const {
+    return sealed_ && !whole_hash_needed_ && !is_source_ &&
+           !expected_content_hex(t_->digest_, origin_).empty() &&
+           std::none_of(digests_.begin(), digests_.end(),
+                        [](const std::string& d) { return d.empty(); });
+  }
+
   void check_complete() {
     advance_hash();
-    if (verifying_ || !downloading() || count_held() < count_ || hashed_ < count_ ||
-        origin_hashing_ > 0)
-      return;
+    if (verifying_ || !downloading() || count_held() < count_ || origin_hashing_ > 0) return;
+    if (hashed_ < count_ && !list_verifies()) return;
     verifying_ = true;
     asio::co_spawn(ex_, verify(shared_from_this()), asio::detached);
   }
@@ -588,9 +678,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   static awaitable<void> verify(std::shared_ptr<swarm_session> self) {
     auto& tm = self->tm_;
     auto t = self->t_;
-    // Every piece was fed to whole_ in order as the held prefix grew.
-    auto got = std::optional<std::string>(self->whole_->finish_hex());
     const auto want = expected_content_hex(t->digest_, self->origin_);
+    // Every piece was fed to whole_ in order as the held prefix grew, or
+    // matched the sealed list.
+    const bool by_list = self->list_verifies();
+    auto got = std::optional<std::string>(by_list ? want : self->whole_->finish_hex());
+    self->m().blob_verifications.with({by_list ? "sealed_list" : "hashed"}).inc();
     const bool verified = want.empty() || *got == want;
     if (!verified) {
       tm.metrics_.blob_mismatch();
@@ -656,7 +749,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   // seconds with 16 daemons sharing 2 cores, between the last piece and the
   // client's last byte, and kept the last piece from being served to peers.
   void advance_hash() {
-    if (hashing_ || hashed_ >= count_ || !have_[hashed_] || !downloading()) return;
+    if (hashing_ || hashed_ >= count_ || !have_[hashed_] || !downloading() || list_verifies())
+      return;
     hashing_ = true;
     asio::co_spawn(ex_, hash_prefix(shared_from_this()), asio::detached);
   }
@@ -664,9 +758,13 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   static awaitable<void> hash_prefix(std::shared_ptr<swarm_session> self) {
     const auto pl = self->t_->piece_length();
     const auto len = self->t_->content_length();
-    while (self->downloading() && self->hashed_ < self->count_ && self->have_[self->hashed_]) {
+    // At most ~16 MiB per job: a longer one holds a pool thread that the
+    // pieces arriving meanwhile wait for (to be hashed and written).
+    const std::uint32_t per_job = std::max<std::uint32_t>(1, static_cast<std::uint32_t>((16 << 20) / pl));
+    while (self->downloading() && self->hashed_ < self->count_ && self->have_[self->hashed_] &&
+           !self->list_verifies()) {
       std::uint32_t end = self->hashed_;
-      while (end < self->count_ && self->have_[end] && end - self->hashed_ < 16) ++end;
+      while (end < self->count_ && self->have_[end] && end - self->hashed_ < per_job) ++end;
       const std::uint64_t b = piece_offset(self->hashed_, pl);
       const std::uint64_t e = end == self->count_ ? len : piece_offset(end, pl);
       auto work = hash_range(self->t_->handle_, self->whole_.get(), b, e);
@@ -855,7 +953,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     std::string target = "/v1/tasks/" + self->id() + "/pieces/" + std::to_string(n);
     std::string to = addr;
     auto r = co_await peer_get(self->ex_, std::move(to), std::move(target), size + 1,
-                               self->s_.opts_.piece_timeout, &timed_out);
+                               self->s_.opts_.piece_timeout, &timed_out, size);
     auto& ps = self->parents_[pid];
     --ps.in_flight;
     --self->total_in_flight_;
@@ -877,7 +975,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->pump();
       co_return;
     }
-    if (r->status != 200 || r->body.size() != size) {
+    if (!r->piece) {
       if (r->status == 404 && n < ps.has.size()) ps.has[n] = false;
       if (r->status == 503) ps.busy_until = clock::now() + std::chrono::milliseconds(200);
       self->piece_failed(n, pid, v1::PieceFailed::UNAVAILABLE,
@@ -890,13 +988,14 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       self->pump();
       co_return;
     }
-    auto body = std::make_shared<const std::string>(std::move(r->body));
-    auto hashing = hash_string(body);
+    auto body = std::move(r->piece);
+    auto checking = check_and_write(body, t->handle_, piece_offset(n, t->piece_length()),
+                                    self->digests_[n]);
     // Not needed again while it is hashed (on a loaded machine that took long
     // enough for pump() to fetch a second copy of many pieces).
     self->verifying_pieces_.insert(n);
-    auto hex = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(hashing),
-                                       use_awaitable);
+    auto checked = co_await asio::co_spawn(self->tm_.blocking_.get_executor(),
+                                           std::move(checking), use_awaitable);
     self->verifying_pieces_.erase(n);
     if (self->work_gen_ != gen || !self->downloading()) co_return;
     if (self->have_[n]) {
@@ -905,16 +1004,23 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     }
     if (self->digests_[n].empty()) {
       // Fetched before the scheduler's digest arrived: verified once it does.
-      self->parked_[n] = parked_piece{std::move(body), std::move(hex), pid, start};
+      self->parked_[n] = parked_piece{std::move(body), std::move(checked.sha256), pid, start};
       self->pump();
       co_return;
     }
-    self->accept(n, parked_piece{std::move(body), std::move(hex), pid, start});
+    parked_piece p{std::move(body), std::move(checked.sha256), pid, start};
+    if (!checked.written) {
+      self->accept(n, std::move(p));  // a mismatch, or the digest arrived meanwhile
+    } else if (*checked.written) {
+      self->accepted(n, p);
+    } else {
+      self->fail(std::move(*checked.written).error());
+    }
     self->pump();
   }
 
   struct parked_piece {
-    std::shared_ptr<const std::string> body;
+    std::shared_ptr<const piece_body> body;
     std::string sha256;
     std::string parent;
     clock::time_point start;
@@ -934,14 +1040,19 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       return;
     }
     if (auto w = t_->handle_->write(piece_offset(n, t_->piece_length()),
-                                    std::span<const char>(p.body->data(), p.body->size()));
+                                    p.body->bytes());
         !w) {
       fail(std::move(w).error());
       return;
     }
-    peer_bytes_ += p.body->size();
-    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size()));
-    m().bytes.inc(static_cast<double>(p.body->size()));
+    accepted(n, p);
+  }
+
+  // A verified piece from a parent is written.
+  void accepted(std::uint32_t n, const parked_piece& p) {
+    peer_bytes_ += p.body->size;
+    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size));
+    m().bytes.inc(static_cast<double>(p.body->size));
     m().fetch_seconds.observe(std::chrono::duration<double>(clock::now() - p.start).count());
     on_piece_written(n, p.sha256, p.parent);
   }
@@ -994,6 +1105,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   bool fell_back_ = false;
   bool verifying_ = false;
   std::unique_ptr<sha256> whole_ = std::make_unique<sha256>();  // pieces [0, hashed_)
+  bool sealed_ = false;             // the scheduler's digest list is sealed (list_verifies)
+  bool whole_hash_needed_ = false;  // a piece from origin or disk, or a digest off the list
   std::uint32_t hashed_ = 0;
   bool hashing_ = false;
   std::size_t origin_hashing_ = 0;  // origin pieces being hashed before their commit

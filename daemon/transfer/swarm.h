@@ -48,6 +48,7 @@ struct swarm_metrics {
   metrics::histogram& fetch_seconds;                   // shoal_piece_fetch_seconds{source="peer"}
   metrics::counter& bytes;                             // shoal_bytes_total{source="peer"}
   metrics::family<metrics::counter>& failures;         // shoal_failures_total{kind}
+  metrics::family<metrics::counter>& blob_verifications;  // shoal_blob_verifications_total{how}
 };
 
 class swarm {

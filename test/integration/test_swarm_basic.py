@@ -158,3 +158,50 @@ def test_corrupt_origin_is_caught_by_the_swarm(registry, scheduler_factory, shoa
     assert r.status == 200 and r.complete and r.digest == digest, (r.error, daemons[1].log_tail())
     for d in daemons:
         assert d.healthy()
+
+
+def verifications(d, how):
+    return h.metric_with_labels(d.metrics(), "shoal_blob_verifications_total", how=how)
+
+
+def test_whole_blob_check_by_sealed_list_or_by_hash(registry, scheduler_factory, shoald_factory,
+                                                    test_dir):
+    """A child whose every piece came from parents and matched a sealed
+    digest list skips the second SHA-256 pass over the blob; the source, and a
+    child that resumed pieces from its disk after a crash, hash the blob."""
+    size = 64 * h.MiB
+    digest, _ = registry.push_random_blob("models/seal", size, test_dir)
+    sched = scheduler_factory()
+    common = dict(insecure=[registry.hostport], default_registry=registry.hostport)
+    # the parent uploads slowly so the child can be killed halfway
+    a = shoald_factory(name="a", extra_args=h.swarm_args(sched, ["--upload-rate-limit", "16MiB"]),
+                       **common)
+    assert a.get_blob("models/seal", digest).digest == digest
+    assert verifications(a, "hashed") == 1 and verifications(a, "sealed_list") == 0
+    time.sleep(0.5)  # A's SourceFinished seals the list at the scheduler
+
+    b = shoald_factory(name="b", extra_args=h.swarm_args(sched), **common)
+    r = b.get_blob("models/seal", digest)
+    assert r.status == 200 and r.complete and r.digest == digest, (r.error, b.log_tail())
+    assert h.peer_bytes(b) == size
+    assert verifications(b, "sealed_list") == 1 and verifications(b, "hashed") == 0
+
+    b.stop()  # c's only parent is the slow one
+    c = shoald_factory(name="c", extra_args=h.swarm_args(sched), **common)
+    with cf.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(c.get_blob, "models/seal", digest, None, None, 120)
+        deadline = time.monotonic() + 60
+        while h.peer_bytes(c) < 0.3 * size and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert h.peer_bytes(c) >= 0.3 * size, "c did not get pieces from its parents"
+        time.sleep(1.0)  # the group commit records the pieces written so far
+        c.kill9()
+        try:
+            fut.result(timeout=60)  # the connection broke
+        except OSError:
+            pass
+    c.start()
+    r = c.get_blob("models/seal", digest, timeout=120)
+    assert r.status == 200 and r.complete and r.digest == digest, (r.error, c.log_tail())
+    assert 0 < h.peer_bytes(c) < size, "c should have resumed pieces from its disk"
+    assert verifications(c, "hashed") == 1 and verifications(c, "sealed_list") == 0
