@@ -564,6 +564,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       while (first <= last && self->have_[first]) ++first;
       while (last > first && self->have_[last]) --last;
       if (first > last) continue;
+      while (!cancelled() && self->lead_capped()) co_await sleep_for(self->ex_, std::chrono::milliseconds(10));
+      if (cancelled()) break;
       // Named, not temporaries in the co_await expression (GCC 12 mishandles
       // lambda temporaries there: the captured shared_ptr was released twice).
       std::function<bool()> cancel_fn = cancelled;
@@ -582,13 +584,28 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     }
   }
 
+  // Pieces read from origin that no other daemon has received yet: all that
+  // is lost if this source dies. Capped while others are asking for pieces
+  // (a source alone reads at full speed).
+  bool lead_capped() const {
+    const auto cap = s_.opts_.source_lead;
+    if (cap == 0 || clock::now() - t_->last_piece_request() > std::chrono::seconds(1)) return false;
+    std::uint32_t lead = 0;
+    for (std::uint32_t n = 0; n < count_; ++n)
+      if (from_origin_[n] && !t_->delivered(n) && ++lead >= cap) return true;
+    return false;
+  }
+
   // A piece is written (from origin, or from a parent and verified).
   void on_piece_written(std::uint32_t n, std::string sha, std::string parent) {
     log()->trace("task {}: piece {} written (had {}, from '{}') session {}", short_id(), n,
                  bool(have_[n]), parent, static_cast<void*>(this));
     if (have_[n]) return;
     have_[n] = true;
-    if (parent.empty()) whole_hash_needed_ = true;  // from origin
+    if (parent.empty()) {
+      whole_hash_needed_ = true;
+      from_origin_[n] = true;
+    }
     pending_piece p{n, std::move(sha), std::move(parent)};
     if (n == tail()) {
       tail_pending_ = std::move(p);  // readable and recorded only once the blob verifies
@@ -1107,6 +1124,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   std::unique_ptr<sha256> whole_ = std::make_unique<sha256>();  // pieces [0, hashed_)
   bool sealed_ = false;             // the scheduler's digest list is sealed (list_verifies)
   bool whole_hash_needed_ = false;  // a piece from origin or disk, or a digest off the list
+  std::vector<bool> from_origin_ = std::vector<bool>(count_, false);  // read from origin here
   std::uint32_t hashed_ = 0;
   bool hashing_ = false;
   std::size_t origin_hashing_ = 0;  // origin pieces being hashed before their commit

@@ -33,6 +33,10 @@ struct swarm_options {
   // Pieces per origin Range GET at most: short runs keep what a dying source
   // leaves in socket buffers (read by the registry, never used) small.
   std::uint32_t origin_run_pieces = 1;
+  // While other daemons are asking it for pieces, a source reads origin at
+  // most this many pieces ahead of what it has delivered to them: the pieces
+  // only it holds are what a dying source costs the registry again. 0: no cap.
+  std::uint32_t source_lead = 3;
   // A peer that was not the source re-registers this much later after losing
   // the scheduler, so the old source registers first and is re-elected
   // (otherwise the first child to come back would read origin again).

@@ -126,6 +126,7 @@ void task::set_readable(std::uint32_t n) {
 }
 
 bool task::claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now) {
+  last_request_ = now;
   if (!first_copy_only_) return true;
   if (sent_at_.size() != piece_count()) sent_at_.assign(piece_count(), {});
   if (n >= sent_at_.size()) return false;
@@ -133,6 +134,11 @@ bool task::claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point n
     return false;
   sent_at_[n] = now;
   return true;
+}
+
+void task::piece_delivered(std::uint32_t n) {
+  if (delivered_.size() != piece_count()) delivered_.assign(piece_count(), false);
+  if (n < delivered_.size()) delivered_[n] = true;
 }
 
 std::string task::bitmap() const {

@@ -127,6 +127,11 @@ class task : public std::enable_shared_from_this<task> {
   bool claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now);
   void set_first_copy_only(bool on) { first_copy_only_ = on; }
   static constexpr std::chrono::milliseconds kResendAfter{2000};
+  // Piece server: piece n went out whole to another daemon.
+  void piece_delivered(std::uint32_t n);
+  bool delivered(std::uint32_t n) const { return n < delivered_.size() && delivered_[n]; }
+  // When another daemon last asked for a piece of this task.
+  std::chrono::steady_clock::time_point last_piece_request() const { return last_request_; }
   // pread from the content file.
   result<std::size_t> read(std::uint64_t offset, std::span<char> out) const;
   // The content file, for sendfile; valid while the task is held.
@@ -149,6 +154,8 @@ class task : public std::enable_shared_from_this<task> {
   // last went to another daemon (see claim_upload).
   bool first_copy_only_ = false;
   std::vector<std::chrono::steady_clock::time_point> sent_at_;
+  std::vector<bool> delivered_;
+  std::chrono::steady_clock::time_point last_request_{};
   std::vector<pending_piece> unsynced_;  // written, not yet durable
   std::vector<pending_piece> committing_;  // the batch being synced now
   std::uint64_t version_ = 0;

@@ -148,6 +148,7 @@ awaitable<bool> piece_server::piece(const http::request& req, std::string id, st
       co_return false;
     }
   }
+  t->piece_delivered(n);
   co_return true;
 }
 
