@@ -1,5 +1,6 @@
 #include "daemon/transfer/task_manager.h"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -130,15 +131,24 @@ bool task::claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point n
   if (!first_copy_only_) return true;
   if (sent_at_.size() != piece_count()) sent_at_.assign(piece_count(), {});
   if (n >= sent_at_.size()) return false;
-  if (sent_at_[n] != std::chrono::steady_clock::time_point{} && now - sent_at_[n] < kResendAfter)
+  if (sent_at_[n] != std::chrono::steady_clock::time_point{} && now - sent_at_[n] < resend_after())
     return false;
   sent_at_[n] = now;
   return true;
 }
 
-void task::piece_delivered(std::uint32_t n) {
+std::chrono::steady_clock::duration task::resend_after() const {
+  if (send_seconds_ <= 0) return kResendAfter;
+  const auto d = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(kResendFactor * send_seconds_));
+  return std::clamp<std::chrono::steady_clock::duration>(d, kResendMin, kResendMax);
+}
+
+void task::piece_delivered(std::uint32_t n, std::chrono::steady_clock::duration took) {
   if (delivered_.size() != piece_count()) delivered_.assign(piece_count(), false);
   if (n < delivered_.size()) delivered_[n] = true;
+  const double s = std::chrono::duration<double>(took).count();
+  send_seconds_ = send_seconds_ <= 0 ? s : 0.8 * send_seconds_ + 0.2 * s;
 }
 
 std::string task::bitmap() const {

@@ -122,13 +122,21 @@ class task : public std::enable_shared_from_this<task> {
   // Piece server: whether piece n may be sent to another daemon now, and if
   // so, records that it was. While this daemon is a swarm's source (see
   // swarm.cc), each piece goes to one daemon only, and again only after
-  // kResendAfter: the source's uplink is what every byte of the swarm has to
-  // pass through, and children pass pieces on to each other. Otherwise true.
+  // resend_after(): the source's uplink is what every byte of the swarm has
+  // to pass through, and children pass pieces on to each other. Otherwise true.
   bool claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now);
   void set_first_copy_only(bool on) { first_copy_only_ = on; }
+  // How long a piece the source sent stays its first copy's: time for the
+  // child to pass it on, i.e. a few piece sends. kResendFactor times the
+  // recent send time (an EWMA of piece_delivered's), within [kResendMin,
+  // kResendMax]; kResendAfter before any piece was delivered.
+  std::chrono::steady_clock::duration resend_after() const;
   static constexpr std::chrono::milliseconds kResendAfter{2000};
-  // Piece server: piece n went out whole to another daemon.
-  void piece_delivered(std::uint32_t n);
+  static constexpr std::chrono::milliseconds kResendMin{500};
+  static constexpr std::chrono::milliseconds kResendMax{30000};
+  static constexpr double kResendFactor = 3.0;
+  // Piece server: piece n went out whole to another daemon in `took`.
+  void piece_delivered(std::uint32_t n, std::chrono::steady_clock::duration took);
   bool delivered(std::uint32_t n) const { return n < delivered_.size() && delivered_[n]; }
   // When another daemon last asked for a piece of this task.
   std::chrono::steady_clock::time_point last_piece_request() const { return last_request_; }
@@ -155,6 +163,7 @@ class task : public std::enable_shared_from_this<task> {
   bool first_copy_only_ = false;
   std::vector<std::chrono::steady_clock::time_point> sent_at_;
   std::vector<bool> delivered_;
+  double send_seconds_ = 0;  // EWMA of piece send times, 0 = none yet
   std::chrono::steady_clock::time_point last_request_{};
   std::vector<pending_piece> unsynced_;  // written, not yet durable
   std::vector<pending_piece> committing_;  // the batch being synced now

@@ -133,6 +133,7 @@ awaitable<bool> piece_server::piece(const http::request& req, std::string id, st
   if (ec) co_return false;
   count(status::ok);
   std::uint64_t sent = 0;
+  const auto started = std::chrono::steady_clock::now();
   while (sent < size) {
     std::uint64_t len = size - sent;
     if (limit_.rate() > 0) {
@@ -148,7 +149,7 @@ awaitable<bool> piece_server::piece(const http::request& req, std::string id, st
       co_return false;
     }
   }
-  t->piece_delivered(n);
+  t->piece_delivered(n, std::chrono::steady_clock::now() - started);
   co_return true;
 }
 

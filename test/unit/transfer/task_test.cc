@@ -1,6 +1,6 @@
 // The source's first-copy rule (task::claim_upload): while a daemon is a
 // swarm's source, each piece goes to one other daemon, and again only after
-// task::kResendAfter; otherwise every request may be served.
+// task::resend_after(); otherwise every request may be served.
 
 #include "daemon/transfer/task_manager.h"
 
@@ -77,4 +77,28 @@ TEST_CASE("claim_upload: a source sends each piece once, again after kResendAfte
   // no longer the source (another was elected): no limit
   f.t->set_first_copy_only(false);
   CHECK(f.t->claim_upload(1, t0 + std::chrono::milliseconds(20)));
+}
+
+TEST_CASE("resend_after follows the time pieces take to send", "[transfer][task]") {
+  using std::chrono::milliseconds;
+  fixture f;
+  f.t->set_first_copy_only(true);
+  CHECK(f.t->resend_after() == transfer::task::kResendAfter);  // nothing measured yet
+  // slow links: a piece took 2 s to send, so a child needs about that long
+  // to pass it on; the window grows to 3x
+  f.t->piece_delivered(0, milliseconds(2000));
+  CHECK(f.t->resend_after() == milliseconds(6000));
+  const auto t0 = clock_type::now();
+  CHECK(f.t->claim_upload(1, t0));
+  CHECK_FALSE(f.t->claim_upload(1, t0 + milliseconds(5999)));
+  CHECK(f.t->claim_upload(1, t0 + milliseconds(6000)));
+  // fast sends pull it down (EWMA), never below kResendMin
+  for (int i = 0; i < 50; ++i) f.t->piece_delivered(2, milliseconds(1));
+  CHECK(f.t->resend_after() == transfer::task::kResendMin);
+  // and never above kResendMax
+  for (int i = 0; i < 50; ++i) f.t->piece_delivered(2, milliseconds(60000));
+  CHECK(f.t->resend_after() == transfer::task::kResendMax);
+  CHECK(f.t->delivered(0));
+  CHECK(f.t->delivered(2));
+  CHECK_FALSE(f.t->delivered(3));
 }
