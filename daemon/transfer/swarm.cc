@@ -5,7 +5,6 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <set>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -15,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <span>
 
 #include "common/http.h"
@@ -46,9 +46,9 @@ struct piece_body {
 
 struct peer_reply {
   unsigned status = 0;
-  std::string body;                          // any reply but a whole piece
-  std::shared_ptr<const piece_body> piece;   // a 200 whose Content-Length is `piece_size`
-  std::string version;                       // X-Shoal-Bitmap-Version
+  std::string body;                         // any reply but a whole piece
+  std::shared_ptr<const piece_body> piece;  // a 200 whose Content-Length is `piece_size`
+  std::string version;                      // X-Shoal-Bitmap-Version
 };
 
 // One GET to a parent's piece server. `timed_out` tells a slow parent from
@@ -83,7 +83,8 @@ awaitable<result<peer_reply>> peer_get(asio::any_io_executor ex, std::string add
     *timed_out = ec == beast::error::timeout;
     return error(errc::network, "reading " + target + " from parent " + addr + ": " + ec.message());
   };
-  auto [hec, hn] = co_await bhttp::async_read_header(stream, buf, parser, asio::as_tuple(use_awaitable));
+  auto [hec, hn] =
+      co_await bhttp::async_read_header(stream, buf, parser, asio::as_tuple(use_awaitable));
   if (hec) co_return failed(hec);
   peer_reply out;
   out.status = parser.get().result_int();
@@ -564,7 +565,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       while (first <= last && self->have_[first]) ++first;
       while (last > first && self->have_[last]) --last;
       if (first > last) continue;
-      while (!cancelled() && self->lead_capped()) co_await sleep_for(self->ex_, std::chrono::milliseconds(10));
+      while (!cancelled() && self->lead_capped())
+        co_await sleep_for(self->ex_, std::chrono::milliseconds(10));
       if (cancelled()) break;
       // Named, not temporaries in the co_await expression (GCC 12 mishandles
       // lambda temporaries there: the captured shared_ptr was released twice).
@@ -777,7 +779,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     const auto len = self->t_->content_length();
     // At most ~16 MiB per job: a longer one holds a pool thread that the
     // pieces arriving meanwhile wait for (to be hashed and written).
-    const std::uint32_t per_job = std::max<std::uint32_t>(1, static_cast<std::uint32_t>((16 << 20) / pl));
+    const std::uint32_t per_job =
+        std::max<std::uint32_t>(1, static_cast<std::uint32_t>((16 << 20) / pl));
     while (self->downloading() && self->hashed_ < self->count_ && self->have_[self->hashed_] &&
            !self->list_verifies()) {
       std::uint32_t end = self->hashed_;
@@ -1006,13 +1009,13 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       co_return;
     }
     auto body = std::move(r->piece);
-    auto checking = check_and_write(body, t->handle_, piece_offset(n, t->piece_length()),
-                                    self->digests_[n]);
+    auto checking =
+        check_and_write(body, t->handle_, piece_offset(n, t->piece_length()), self->digests_[n]);
     // Not needed again while it is hashed (on a loaded machine that took long
     // enough for pump() to fetch a second copy of many pieces).
     self->verifying_pieces_.insert(n);
-    auto checked = co_await asio::co_spawn(self->tm_.blocking_.get_executor(),
-                                           std::move(checking), use_awaitable);
+    auto checked = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(checking),
+                                           use_awaitable);
     self->verifying_pieces_.erase(n);
     if (self->work_gen_ != gen || !self->downloading()) co_return;
     if (self->have_[n]) {
@@ -1056,9 +1059,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       blocked_.insert(p.parent);
       return;
     }
-    if (auto w = t_->handle_->write(piece_offset(n, t_->piece_length()),
-                                    p.body->bytes());
-        !w) {
+    if (auto w = t_->handle_->write(piece_offset(n, t_->piece_length()), p.body->bytes()); !w) {
       fail(std::move(w).error());
       return;
     }
