@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <set>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -18,6 +19,8 @@
 
 namespace shoal::scheduler {
 
+struct host;
+
 enum class peer_state { running, done, failed };
 std::string_view to_string(peer_state s);
 
@@ -26,12 +29,18 @@ struct peer {
        time_point now);
 
   host_id host;
+  // The host's record (registry::host_of falls back to a lookup when null): the
+  // evaluator reads it for every candidate, where a lookup by string id cost a
+  // map walk each. The registry keeps it valid (a host outlives its peers).
+  const struct host* host_rec = nullptr;
   task_id task;
   stream_id stream;
   std::uint64_t seq;  // registration order within the scheduler (earlier = smaller)
   peer_state state = peer_state::running;
 
-  // Pieces it holds whose bytes match the task's digest (see task.h).
+  // Pieces it holds whose bytes match the task's digest (see task.h). Change
+  // it through task::add_finished / set_finished, which keep the task's
+  // per-piece holder counts right.
   bitmap finished;
   bool has_client = false;  // it can read origin for a waiting client
   bool was_source = false;  // it was the source under a previous scheduler
@@ -41,6 +50,10 @@ struct peer {
   std::vector<host_id> parents;  // as last sent in Parents
   std::set<host_id> blocked;     // parents that served it bad bytes: never again for this task
   std::uint32_t children = 0;    // peers that list it as a parent
+
+  // Bookkeeping of the task's indexes (task.h); only the task touches these.
+  std::size_t roster_slot = 0;  // its index in task::roster()
+  std::string zone_key;         // the zone it is indexed under (its host's, when added)
 
   std::deque<time_point> failures;  // failures blamed on it as a parent, oldest first
   std::uint32_t bad_reports = 0;    // its own PieceFinished digests that did not match
@@ -56,7 +69,8 @@ struct peer {
 
   // running -> done; false (no change) from any other state.
   bool mark_done() noexcept;
-  // running|done -> failed; false if already failed.
+  // running|done -> failed; false if already failed. The engine goes through
+  // task::mark_failed, which also drops its pieces from the holder counts.
   bool mark_failed() noexcept;
 
   // Records a failure blamed on this peer as a parent and forgets those older than window.

@@ -10,9 +10,16 @@ std::uint64_t key(stream_id s) { return static_cast<std::uint64_t>(s); }
 
 host& registry::announce(const v1::Host& info, time_point now) {
   host& h = ensure_host(host_id(info.id()), now);
+  const bool rezone = h.info.zone() != info.zone();
   h.info = info;
   h.last_seen = now;
   h.announced = true;
+  // Its peers are indexed by zone in their tasks (the gateway rule).
+  if (rezone) {
+    for (const auto& tid : h.tasks)
+      if (task* t = find_task(tid))
+        if (peer* p = t->find_peer(h.id)) t->rezone(*p);
+  }
   return h;
 }
 
@@ -49,6 +56,10 @@ void registry::erase_host(const host_id& id) {
   auto it = hosts_.find(id);
   if (it == hosts_.end()) return;
   assert(it->second.tasks.empty());
+  // Never leave a peer pointing at a freed record (callers remove peers first).
+  for (const auto& tid : it->second.tasks)
+    if (task* t = find_task(tid))
+      if (peer* p = t->find_peer(id)) p->host_rec = nullptr;
   hosts_.erase(it);
 }
 
@@ -81,21 +92,21 @@ void registry::erase_task(const task_id& id) {
 }
 
 peer& registry::add_peer(task& t, const host_id& h, stream_id s, time_point now) {
-  auto [it, inserted] = t.peers().try_emplace(h, h, t.id(), s, next_seq_++, t.piece_count(), now);
-  assert(inserted);
+  assert(t.find_peer(h) == nullptr);
+  host* hh = find_host(h);
+  peer& p = t.add_peer(h, hh, s, next_seq_++, now);
   streams_[key(s)] = stream_key{t.id(), h};
-  if (host* hh = find_host(h)) hh->tasks.insert(t.id());
-  return it->second;
+  if (hh != nullptr) hh->tasks.insert(t.id());
+  return p;
 }
 
 void registry::erase_peer(task& t, const host_id& h) {
   peer* p = t.find_peer(h);
   if (p == nullptr) return;
-  t.set_parents(*p, {});
   streams_.erase(key(p->stream));
   if (host* hh = find_host(h)) hh->tasks.erase(t.id());
   if (t.source.current == h) t.source.current.reset();
-  t.peers().erase(h);
+  t.erase_peer(h);
 }
 
 std::optional<registry::peer_ref> registry::find_by_stream(stream_id s) {

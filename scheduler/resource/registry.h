@@ -31,6 +31,10 @@ class registry {
   host* find_host(const host_id& id);
   const host* find_host(const host_id& id) const;
   const std::map<host_id, host>& hosts() const noexcept { return hosts_; }
+  // The host of a peer: its record pointer, or a lookup if it was added before its host.
+  const host* host_of(const peer& p) const {
+    return p.host_rec != nullptr ? p.host_rec : find_host(p.host);
+  }
   // Hosts whose last heartbeat is older than ttl.
   std::vector<host_id> expired_hosts(time_point now, duration ttl) const;
   // Removes a host; its peers must have been removed first.

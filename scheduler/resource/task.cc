@@ -1,6 +1,7 @@
 #include "scheduler/resource/task.h"
 
 #include "common/piece.h"
+#include "scheduler/resource/host.h"
 
 namespace shoal::scheduler {
 
@@ -22,7 +23,8 @@ task::task(task_id id, std::uint64_t content_length, std::uint32_t piece_length,
       origin_(std::move(origin)),
       created_(created),
       digests_(piece_count_),
-      known_(piece_count_) {}
+      known_(piece_count_),
+      holders_(piece_count_, 0) {}
 
 std::uint64_t task::piece_bytes(std::uint32_t i) const noexcept {
   return shoal::piece_size(i, content_length_, piece_length_);
@@ -57,21 +59,125 @@ const peer* task::find_peer(const host_id& h) const {
   return it == peers_.end() ? nullptr : &it->second;
 }
 
+peer& task::add_peer(const host_id& h, const struct host* rec, stream_id s, std::uint64_t seq,
+                     time_point now) {
+  auto [it, inserted] = peers_.try_emplace(h, h, id_, s, seq, piece_count_, now);
+  peer& p = it->second;
+  if (!inserted) return p;
+  p.host_rec = rec;
+  p.roster_slot = roster_.size();
+  roster_.push_back(&p);
+  index_zone(p);
+  return p;
+}
+
+void task::erase_peer(const host_id& h) {
+  auto it = peers_.find(h);
+  if (it == peers_.end()) return;
+  peer& p = it->second;
+  set_parents(p, {});
+  if (p.live()) count_pieces(p, -1);
+  unindex_zone(p);
+  // Swap-remove from the roster, keeping the moved peer's slot right.
+  peer* last = roster_.back();
+  roster_[p.roster_slot] = last;
+  last->roster_slot = p.roster_slot;
+  roster_.pop_back();
+  peers_.erase(it);
+}
+
+void task::count_pieces(const peer& p, int delta) {
+  for (std::uint32_t i : p.finished.indices()) {
+    if (delta > 0) {
+      if (holders_[i]++ == 0) ++held_pieces_;
+    } else if (holders_[i] > 0 && --holders_[i] == 0) {
+      --held_pieces_;
+    }
+  }
+}
+
+bool task::add_finished(peer& p, std::uint32_t i) {
+  if (i >= piece_count_ || p.finished.test(i)) return false;
+  p.finished.set(i);
+  if (p.live() && holders_[i]++ == 0) ++held_pieces_;
+  return true;
+}
+
+void task::set_finished(peer& p, bitmap pieces) {
+  if (p.live()) count_pieces(p, -1);
+  p.finished = std::move(pieces);
+  if (p.live()) count_pieces(p, +1);
+}
+
+bool task::mark_failed(peer& p) {
+  const bool was_live = p.live();
+  if (!p.mark_failed()) return false;
+  if (was_live) count_pieces(p, -1);
+  return true;
+}
+
 bitmap task::held_by_live_peers() const {
   bitmap held(piece_count_);
-  for (const auto& [h, p] : peers_)
-    if (p.live()) held.merge(p.finished);
+  for (std::uint32_t i = 0; i < piece_count_; ++i)
+    if (holders_[i] > 0) held.set(i);
   return held;
 }
 
-bitmap task::missing_everywhere() const { return held_by_live_peers().inverted(); }
+bitmap task::missing_everywhere() const {
+  bitmap missing(piece_count_);
+  if (!anything_missing()) return missing;
+  for (std::uint32_t i = 0; i < piece_count_; ++i)
+    if (holders_[i] == 0) missing.set(i);
+  return missing;
+}
 
 void task::set_parents(peer& child, std::vector<host_id> parents) {
-  for (const auto& h : child.parents)
+  for (const auto& h : child.parents) {
     if (peer* p = find_peer(h); p != nullptr && p->children > 0) --p->children;
-  for (const auto& h : parents)
+    if (auto it = children_.find(h); it != children_.end()) {
+      it->second.erase(child.host);
+      if (it->second.empty()) children_.erase(it);
+    }
+  }
+  for (const auto& h : parents) {
     if (peer* p = find_peer(h)) ++p->children;
+    children_[h].insert(child.host);
+  }
   child.parents = std::move(parents);
+}
+
+std::vector<host_id> task::children_of(const host_id& parent) const {
+  auto it = children_.find(parent);
+  if (it == children_.end()) return {};
+  return {it->second.begin(), it->second.end()};
+}
+
+bool task::lowest_live_in_zone(const std::string& zone, const host_id& h) const {
+  auto z = zones_.find(zone);
+  if (z == zones_.end()) return true;
+  for (const auto& [hid, p] : z->second) {
+    if (!(hid < h)) break;
+    if (p->live()) return false;
+  }
+  return true;
+}
+
+void task::index_zone(peer& p) {
+  p.zone_key = p.host_rec == nullptr ? std::string() : p.host_rec->info.zone();
+  if (!p.zone_key.empty()) zones_[p.zone_key][p.host] = &p;
+}
+
+void task::unindex_zone(const peer& p) {
+  if (p.zone_key.empty()) return;
+  if (auto z = zones_.find(p.zone_key); z != zones_.end()) {
+    z->second.erase(p.host);
+    if (z->second.empty()) zones_.erase(z);
+  }
+}
+
+void task::rezone(peer& p) {
+  unindex_zone(p);
+  index_zone(p);
 }
 
 }  // namespace shoal::scheduler

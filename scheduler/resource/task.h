@@ -68,17 +68,52 @@ class task {
 
   peer* find_peer(const host_id& h);
   const peer* find_peer(const host_id& h) const;
-  // Peers by host; the registry adds and removes them.
+  // Peers by host. Add and remove them through add_peer / erase_peer (the
+  // registry does), which keep the indexes below right.
   std::map<host_id, peer>& peers() noexcept { return peers_; }
   const std::map<host_id, peer>& peers() const noexcept { return peers_; }
 
+  // Adds the peer of host h (none yet); `rec` is h's record, if any.
+  peer& add_peer(const host_id& h, const struct host* rec, stream_id s, std::uint64_t seq,
+                 time_point now);
+  // Removes the peer of h from every index and the task; its parents lose a child.
+  void erase_peer(const host_id& h);
+
+  // Every peer of the task in no particular order (swap-remove on erase): the
+  // parent choice samples its candidate pool from it in O(draws) rather than
+  // walking the peers map on every decision.
+  const std::vector<peer*>& roster() const noexcept { return roster_; }
+
+  // --- pieces held, per piece, by live peers (kept on every change, so
+  // "what is missing everywhere" costs O(pieces), not a merge of every bitmap)
+  // Marks piece i finished at p; false if p already held it.
+  bool add_finished(peer& p, std::uint32_t i);
+  // Replaces p's finished pieces (a Register's bitmap).
+  void set_finished(peer& p, bitmap pieces);
+  // running|done -> failed (peer::mark_failed); its pieces stop counting as held.
+  bool mark_failed(peer& p);
+  // Live peers holding piece i.
+  std::uint32_t holders(std::uint32_t i) const noexcept { return holders_[i]; }
   // Pieces that at least one live (not failed) peer holds.
   bitmap held_by_live_peers() const;
   // Pieces no live peer holds: what origin still has to provide.
   bitmap missing_everywhere() const;
+  // Whether some piece is held by no live peer, in O(1).
+  bool anything_missing() const noexcept { return held_pieces_ < piece_count_; }
 
-  // Replaces child's parent list, keeping every parent's children count right.
+  // Replaces child's parent list, keeping every parent's children count and
+  // the children index right.
   void set_parents(peer& child, std::vector<host_id> parents);
+  // Hosts whose peers list `parent` among their parents, ascending. The
+  // index is by host id, not by peer: a child keeps a departed parent's id
+  // until it is re-scheduled, and is found here by it.
+  std::vector<host_id> children_of(const host_id& parent) const;
+
+  // --- zones (the evaluator's gateway rule)
+  // Whether no live peer of `zone` has a host id below h.
+  bool lowest_live_in_zone(const std::string& zone, const host_id& h) const;
+  // Re-indexes p under its host's current zone (after a heartbeat changed it).
+  void rezone(peer& p);
 
   // Source peer bookkeeping, owned by the scheduling engine.
   struct source_state {
@@ -105,6 +140,16 @@ class task {
   std::vector<std::string> digests_;
   bitmap known_;
   std::map<host_id, peer> peers_;
+  std::vector<peer*> roster_;
+  std::vector<std::uint32_t> holders_;  // per piece, live holders
+  std::uint32_t held_pieces_ = 0;       // pieces with holders_ > 0
+  std::map<host_id, std::set<host_id>> children_;  // parent host -> child hosts
+  // Peers whose host announced a zone, by zone then host id (live or not).
+  std::map<std::string, std::map<host_id, const peer*>> zones_;
+
+  void count_pieces(const peer& p, int delta);
+  void index_zone(peer& p);
+  void unindex_zone(const peer& p);
 };
 
 }  // namespace shoal::scheduler

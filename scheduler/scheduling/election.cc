@@ -16,7 +16,7 @@ std::optional<host_id> elect_source(const registry& reg, const task& t, election
     if (p.state != peer_state::running) continue;
     if (t.source.excluded.contains(hid)) continue;
     if (also_exclude != nullptr && *also_exclude == hid) continue;
-    const host* h = reg.find_host(hid);
+    const host* h = reg.host_of(p);
     if (h == nullptr) continue;
     if (mode == election_mode::initial && !(p.was_source || p.has_client || h->info.seed()))
       continue;

@@ -214,7 +214,7 @@ void engine::on_register(stream_id s, const v1::Register& r) {
   if (unverifiable > 0)
     log()->debug("{}: {} held pieces have no known digest and are not offered", what,
                  unverifiable);
-  p.finished = std::move(held);
+  t->set_finished(p, std::move(held));
 
   v1::Decision digests;
   auto* pd = digests.mutable_digests();
@@ -278,7 +278,7 @@ void engine::on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev) {
     }
     p.bytes_from_peers += t.piece_bytes(i);
   }
-  p.finished.set(i);
+  t.add_finished(p, i);
   p.last_piece_at = now;
   reg_.traffic().record_piece(t.id(), p.host, host_id(ev.parent_host_id()), t.piece_bytes(i), now);
   if (t.source.current == p.host) t.source.last_progress = now;
@@ -346,7 +346,7 @@ void engine::on_done(task& t, peer& p) {
 
 void engine::on_failed(task& t, peer& p, const v1::Failed& ev) {
   const bool was_source = t.source.current == p.host;
-  p.mark_failed();
+  t.mark_failed(p);
   t.set_parents(p, {});
   log()->warn("task {} host {}: failed{}: {}", t.id().str(), p.host.str(),
               was_source ? " as source" : "", ev.message());
@@ -453,9 +453,10 @@ void engine::reschedule(task& t, peer& child, bool force) {
 }
 
 void engine::reschedule_children_of(task& t, const host_id& parent) {
-  for (auto& [h, q] : t.peers())
-    if (std::find(q.parents.begin(), q.parents.end(), parent) != q.parents.end())
-      reschedule(t, q, false);
+  // The children index, not a walk of every peer: a departing parent costs
+  // O(its children). Same order as the walk was (host id).
+  for (const auto& h : t.children_of(parent))
+    if (peer* q = t.find_peer(h)) reschedule(t, *q, false);
 }
 
 v1::Decision engine::parents_decision(const task& t, const std::vector<host_id>& parents) const {
@@ -463,7 +464,7 @@ v1::Decision engine::parents_decision(const task& t, const std::vector<host_id>&
   auto* ps = d.mutable_parents();
   for (const auto& h : parents) {
     const peer* p = t.find_peer(h);
-    const host* hh = reg_.find_host(h);
+    const host* hh = p == nullptr ? nullptr : reg_.host_of(*p);
     if (p == nullptr || hh == nullptr) continue;
     auto* out = ps->add_parents();
     out->set_host_id(h.str());

@@ -1,33 +1,32 @@
 #include "scheduler/scheduling/evaluator.h"
 
 #include <algorithm>
+#include <unordered_map>
 
 namespace shoal::scheduler {
 
 namespace {
-const std::string& zone_of(const registry& reg, const host_id& h) {
+const std::string& zone_of(const registry& reg, const peer& p) {
   static const std::string none;
-  const host* hh = reg.find_host(h);
+  const host* hh = reg.host_of(p);
   return hh == nullptr ? none : hh->info.zone();
 }
 }  // namespace
 
 bool evaluator::zone_gateway(const registry& reg, const task& t, const peer& child) const {
-  const std::string& zone = zone_of(reg, child.host);
+  const std::string& zone = zone_of(reg, child);
   if (zone.empty()) return true;
-  for (const auto& [hid, p] : t.peers())
-    if (p.live() && hid < child.host && zone_of(reg, hid) == zone) return false;
-  return true;
+  return t.lowest_live_in_zone(zone, child.host);
 }
 
 bool evaluator::is_candidate(const registry& reg, const task& t, const peer& child,
                              const peer& candidate) const {
   if (candidate.host == child.host || !candidate.live()) return false;
   if (child.blocked.contains(candidate.host)) return false;
-  const host* h = reg.find_host(candidate.host);
+  const host* h = reg.host_of(candidate);
   if (h == nullptr || !h->can_serve()) return false;
   if (opts_.zone_gateways) {
-    const std::string& cz = zone_of(reg, child.host);
+    const std::string& cz = zone_of(reg, child);
     if (!cz.empty() && !h->info.zone().empty()) {
       // One peer per zone (the lowest host id) fetches across zones; the
       // others fetch from peers in their zone, also from those that hold
@@ -57,10 +56,9 @@ std::vector<const peer*> evaluator::candidates(const registry& reg, const task& 
 
 evaluator::scoring_context evaluator::context(const registry& reg, const peer& child,
                                               const std::vector<const peer*>& cands) {
-  scoring_context ctx{reg.find_host(child.host), child.finished.size() - child.finished.count(),
-                      0.0};
+  scoring_context ctx{reg.host_of(child), child.finished.size() - child.finished.count(), 0.0};
   for (const peer* p : cands)
-    if (const host* h = reg.find_host(p->host))
+    if (const host* h = reg.host_of(*p))
       ctx.max_free = std::max(ctx.max_free, static_cast<double>(h->free_upload()));
   return ctx;
 }
@@ -68,7 +66,7 @@ evaluator::scoring_context evaluator::context(const registry& reg, const peer& c
 double evaluator::score(const registry& reg, const task& t, const peer& child,
                         const peer& candidate, const scoring_context& ctx, time_point now) const {
   const weights& w = opts_.w;
-  const host* h = reg.find_host(candidate.host);
+  const host* h = reg.host_of(candidate);
   double s = 0;
   if (h != nullptr) {
     if (ctx.max_free > 0) {
@@ -119,16 +117,26 @@ std::vector<host_id> evaluator::choose(const registry& reg, const task& t, const
       if (is_candidate(reg, t, child, *p)) cands.push_back(p);
     }
   }
-  std::vector<const peer*> pool;
-  pool.reserve(t.peers().size());
-  for (const auto& [h, p] : t.peers())
-    if (&p != &child && std::find(current.begin(), current.end(), &p) == current.end())
-      pool.push_back(&p);
+  // The partial scan is a lazy Fisher-Yates shuffle of the task's roster:
+  // `moved` holds only the positions a draw disturbed, so a decision costs
+  // O(draws), not O(peers).
+  const std::vector<peer*>& roster = t.roster();
+  const std::size_t n = roster.size();
   const std::size_t limit = std::max<std::size_t>(opts_.candidate_limit, cands.size());
-  for (std::size_t i = 0; i < pool.size() && cands.size() < limit; ++i) {
-    std::uniform_int_distribution<std::size_t> pick(i, pool.size() - 1);
-    std::swap(pool[i], pool[pick(rng)]);
-    if (is_candidate(reg, t, child, *pool[i])) cands.push_back(pool[i]);
+  std::unordered_map<std::size_t, std::size_t> moved;
+  moved.reserve(2 * limit);
+  auto at = [&moved](std::size_t k) {
+    auto it = moved.find(k);
+    return it == moved.end() ? k : it->second;
+  };
+  for (std::size_t i = 0; i < n && cands.size() < limit; ++i) {
+    std::uniform_int_distribution<std::size_t> pick(i, n - 1);
+    const std::size_t j = pick(rng);
+    const std::size_t drawn = at(j);
+    if (j != i) moved[j] = at(i);
+    const peer* p = roster[drawn];
+    if (p == &child || std::find(current.begin(), current.end(), p) != current.end()) continue;
+    if (is_candidate(reg, t, child, *p)) cands.push_back(p);
   }
 
   auto ctx = context(reg, child, cands);
