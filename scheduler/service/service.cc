@@ -4,6 +4,7 @@
 
 #include <boost/asio/post.hpp>
 #include <future>
+#include <pthread.h>
 #include <utility>
 
 #include "common/log.h"
@@ -28,20 +29,36 @@ grpc::Status to_status(const error& e) {
 
 }  // namespace
 
-// One AnnouncePeer stream's owner-side state. Shared between the reactor
-// (which only posts it to the owner) and the owner (which alone reads and
-// writes its fields).
+// One AnnouncePeer stream. The owner alone runs the engine for it; its
+// outgoing queue is shared with whoever writes (the writer thread starts a
+// write on an idle stream, gRPC's OnWriteDone the next one), under `mu`.
 struct service::stream_state {
   stream_id id{};
-  peer_reactor* reactor = nullptr;  // valid until finished is set
+  peer_reactor* reactor = nullptr;  // call it only under mu and while !finished
+
+  // Events read but not yet handled by the owner (bounds the read-ahead).
+  std::atomic<std::uint32_t> unhandled{0};
+
+  std::mutex mu;
+  // --- guarded by mu
   std::deque<v1::Decision> queue;
-  v1::Decision current;  // the write in flight; must outlive it
-  bool write_in_flight = false;
+  bool writing = false;   // a writer owns `current` and will drain the queue
   bool closing = false;   // finish once the queue is written
+  bool broken = false;    // a write failed: nothing more is written
   bool finished = false;  // Finish was called: never touch reactor again
-  bool engine_told = false;
   grpc::Status final_status;
+  // --- only the writer (writing == true) touches it; must outlive its write
+  v1::Decision current;
+
+  // --- owner thread only
+  bool closed = false;  // the owner asked to finish it: no more engine events
+  bool engine_told = false;
 };
+
+// Events a stream may have read ahead of the owner: reads are restarted from
+// OnReadDone (not an owner round trip per event) up to this many; the owner
+// resumes reading when it catches up.
+constexpr std::uint32_t kReadAhead = 8;
 
 class service::peer_reactor final
     : public grpc::ServerBidiReactor<v1::PeerEvent, v1::Decision> {
@@ -49,22 +66,37 @@ class service::peer_reactor final
   peer_reactor(service& svc, std::shared_ptr<stream_state> st)
       : svc_(svc), st_(std::move(st)) {}
 
-  // Owner thread (or creation, before the owner knows the stream).
-  void read_next() { StartRead(&in_); }
+  // Starts the next read unless the stream is finished. Any thread.
+  void read_next() {
+    std::lock_guard lk(st_->mu);
+    if (!st_->finished) StartRead(&in_);
+  }
 
   void OnReadDone(bool ok) override {
     if (ok) {
       auto ev = std::make_shared<v1::PeerEvent>();
       ev->Swap(&in_);
+      const bool more = st_->unhandled.fetch_add(1) + 1 < kReadAhead;
       asio::post(svc_.io_, [svc = &svc_, st = st_, ev, received = steady::now()] {
         svc->on_read(st, *ev, received);
       });
+      if (more) read_next();
     } else {
       asio::post(svc_.io_, [svc = &svc_, st = st_] { svc->on_read_end(st); });
     }
   }
   void OnWriteDone(bool ok) override {
-    asio::post(svc_.io_, [svc = &svc_, st = st_, ok] { svc->on_write_done(st, ok); });
+    if (!ok) {
+      {
+        std::lock_guard lk(st_->mu);
+        st_->broken = true;
+        st_->queue.clear();
+      }
+      // The engine must forget the peer; the stream is finished below if
+      // the owner had already asked for it, or when the owner learns of this.
+      asio::post(svc_.io_, [svc = &svc_, st = st_] { svc->on_write_failed(st); });
+    }
+    svc_.write_next(*st_);
   }
   void OnCancel() override {
     asio::post(svc_.io_, [svc = &svc_, st = st_] { svc->on_cancel(st); });
@@ -223,7 +255,7 @@ service::service(asio::io_context& io, engine_options eopts, service_options sop
       flush_timer_(io),
       sweep_timer_(io) {}
 
-service::~service() = default;
+service::~service() { stop_writer(); }
 
 result<void> service::start() {
   grpc::ServerBuilder b;
@@ -243,6 +275,11 @@ result<void> service::start() {
                  "scheduler: cannot listen on " + opts_.listen +
                      " (address in use or invalid: pick another --listen)");
   }
+  writer_work_.emplace(writer_io_.get_executor());
+  writer_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "sched-writer");
+    writer_io_.run();
+  });
   asio::post(io_, [this] { arm_tick(); });
   log()->info("scheduler gRPC listening on {} (port {})", opts_.listen, port_);
   return ok();
@@ -258,13 +295,13 @@ void service::shutdown(duration grace) {
     sweep_timer_.cancel();
     flush_timer_.cancel();
     for (auto& [id, st] : streams_) {
-      if (st->closing || st->finished) continue;
+      if (st->closed) continue;
       v1::Decision d;
       d.mutable_abort()->set_reason(v1::Abort::SHUTDOWN);
       d.mutable_abort()->set_message(
           "the scheduler is shutting down: keep your pieces and register again");
       metrics_.count(d);
-      st->queue.push_back(std::move(d));
+      enqueue(*st, std::move(d));
       st->engine_told = true;  // the engine is going away with everything it knows
       finish_after_flush(*st, grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                            "scheduler shutting down"));
@@ -273,7 +310,14 @@ void service::shutdown(duration grace) {
   });
   told.get_future().wait();
   server_->Shutdown(std::chrono::system_clock::now() + grace);
+  stop_writer();
   log()->info("scheduler gRPC stopped");
+}
+
+void service::stop_writer() {
+  if (!writer_thread_.joinable()) return;
+  writer_work_.reset();
+  writer_thread_.join();
 }
 
 // ---------------------------------------------------------------- owner thread
@@ -284,20 +328,26 @@ void service::on_stream_open(const std::shared_ptr<stream_state>& st) {
 
 void service::on_read(const std::shared_ptr<stream_state>& st, const v1::PeerEvent& ev,
                       steady::time_point received) {
-  if (st->closing || st->finished) return;
+  handle_read(*st, ev, received);
+  // This reader had stopped at kReadAhead unhandled events: resume it.
+  if (st->unhandled.fetch_sub(1) == kReadAhead && !st->closed) st->reactor->read_next();
+}
+
+void service::handle_read(stream_state& st, const v1::PeerEvent& ev,
+                          steady::time_point received) {
+  if (st.closed) return;
   if (shutting_down_) {
     v1::Decision d;
     d.mutable_abort()->set_reason(v1::Abort::SHUTDOWN);
     d.mutable_abort()->set_message("the scheduler is shutting down: register again later");
-    st->queue.push_back(std::move(d));
-    st->engine_told = true;
-    finish_after_flush(*st, grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler shutting down"));
+    enqueue(st, std::move(d));
+    st.engine_told = true;
+    finish_after_flush(st, grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler shutting down"));
     return;
   }
-  engine_.on_event(st->id, ev);
+  engine_.on_event(st.id, ev);
   metrics_.decision_latency.observe(std::chrono::duration<double>(steady::now() - received).count());
   after_engine();
-  if (!st->closing && !st->finished) st->reactor->read_next();
 }
 
 void service::on_read_end(const std::shared_ptr<stream_state>& st) {
@@ -306,22 +356,19 @@ void service::on_read_end(const std::shared_ptr<stream_state>& st) {
   finish_after_flush(*st, grpc::Status::OK);
 }
 
-void service::on_write_done(const std::shared_ptr<stream_state>& st, bool ok) {
-  st->write_in_flight = false;
-  if (!ok) {
-    // The stream is broken: nothing more can be written, finish now.
-    tell_engine_ended(*st);
-    st->queue.clear();
-    finish_after_flush(*st, grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
-  }
-  pump(*st);
+void service::on_write_failed(const std::shared_ptr<stream_state>& st) {
+  // The stream is broken: nothing more can be written, finish now.
+  tell_engine_ended(*st);
+  finish_after_flush(*st, grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
 }
 
 void service::on_cancel(const std::shared_ptr<stream_state>& st) {
   tell_engine_ended(*st);
-  st->queue.clear();
+  {
+    std::lock_guard lk(st->mu);
+    st->queue.clear();
+  }
   finish_after_flush(*st, grpc::Status::CANCELLED);
-  pump(*st);
 }
 
 void service::on_done(const std::shared_ptr<stream_state>& st) {
@@ -338,34 +385,84 @@ void service::tell_engine_ended(stream_state& st) {
 }
 
 void service::finish_after_flush(stream_state& st, grpc::Status status) {
-  if (st.closing || st.finished) return;
-  st.closing = true;
-  st.final_status = std::move(status);
-  pump(st);
+  if (st.closed) return;
+  st.closed = true;
+  bool kick = false;
+  {
+    std::lock_guard lk(st.mu);
+    if (st.closing || st.finished) return;
+    st.closing = true;
+    st.final_status = std::move(status);
+    kick = !st.writing;
+    st.writing = true;
+  }
+  if (kick) kick_writer(st);
 }
 
-void service::pump(stream_state& st) {
-  if (st.finished || st.write_in_flight) return;
-  if (!st.queue.empty()) {
+void service::enqueue(stream_state& st, v1::Decision d) {
+  bool kick = false;
+  {
+    std::lock_guard lk(st.mu);
+    if (st.closing || st.finished || st.broken) return;
+    st.queue.push_back(std::move(d));
+    kick = !st.writing;
+    st.writing = true;
+  }
+  if (kick) kick_writer(st);
+}
+
+// An idle stream got something to write (or to finish): the writer thread
+// starts it, so the owner never pays for grpc_call_start_batch.
+void service::kick_writer(stream_state& st) {
+  auto sp = streams_.find(static_cast<std::uint64_t>(st.id));
+  if (sp == streams_.end()) return;
+  bool post = false;
+  {
+    std::lock_guard lk(kick_mu_);
+    post = kicks_.empty();
+    kicks_.push_back(sp->second);
+  }
+  if (post) asio::post(writer_io_, [this] { drain_kicks(); });
+}
+
+void service::drain_kicks() {
+  std::vector<std::shared_ptr<stream_state>> kicks;
+  {
+    std::lock_guard lk(kick_mu_);
+    kicks.swap(kicks_);
+  }
+  for (const auto& st : kicks) write_next(*st);
+}
+
+// Writes the next queued decision, or finishes a closing stream whose queue
+// is written. Called by the writer that owns `writing` (the writer thread
+// after a kick, or gRPC's OnWriteDone); one write in flight per stream keeps
+// the order.
+void service::write_next(stream_state& st) {
+  std::unique_lock lk(st.mu);
+  if (st.finished) {
+    st.writing = false;
+    return;
+  }
+  if (!st.queue.empty() && !st.broken) {
     st.current = std::move(st.queue.front());
     st.queue.pop_front();
-    st.write_in_flight = true;
+    lk.unlock();
     st.reactor->StartWrite(&st.current);
     return;
   }
-  if (st.closing) {
-    st.finished = true;
-    st.reactor->Finish(st.final_status);
-  }
+  st.writing = false;
+  if (!st.closing) return;
+  st.finished = true;
+  st.reactor->Finish(st.final_status);  // under mu: no read_next can start meanwhile
 }
 
 void service::send(stream_id s, v1::Decision d) {
   auto it = streams_.find(static_cast<std::uint64_t>(s));
   if (it == streams_.end()) return;
   stream_state& st = *it->second;
-  if (st.closing || st.finished) return;
-  st.queue.push_back(std::move(d));
-  pump(st);
+  if (st.closed) return;
+  enqueue(st, std::move(d));
 }
 
 void service::close(stream_id s) {

@@ -3,18 +3,28 @@
 //
 // Threading: gRPC reactions never block and never touch scheduler state; they
 // post every event to `io` (an io_context run by exactly one thread, the
-// owner). The owner runs the engine, queues decisions per stream and starts
-// writes (one read and one write in flight per stream) and finishes streams.
-// A reactor is deleted in OnDone, which gRPC calls only after the owner has
-// called Finish; the owner never touches a reactor after Finish.
+// owner). The owner runs the engine and queues decisions per stream; the
+// writing happens off the owner: a stream's outgoing queue is shared under a
+// small per-stream mutex, a write on an idle stream is started by the
+// service's writer thread and the next one by gRPC's OnWriteDone (one write
+// in flight per stream, so the order is kept). Reads restart from OnReadDone
+// up to kReadAhead events the owner has not handled yet. A stream is
+// finished by whoever drains its queue once the owner asked for it; a reactor
+// is deleted in OnDone, which gRPC calls only after Finish, and nobody calls
+// a reactor after Finish (checked under the stream's mutex).
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
 #include <string>
 #include <unordered_map>
 
@@ -79,7 +89,9 @@ class service final : private decision_sink {
   void on_read(const std::shared_ptr<stream_state>& st, const v1::PeerEvent& ev,
                std::chrono::steady_clock::time_point received);
   void on_read_end(const std::shared_ptr<stream_state>& st);
-  void on_write_done(const std::shared_ptr<stream_state>& st, bool ok);
+  void on_write_failed(const std::shared_ptr<stream_state>& st);
+  void handle_read(stream_state& st, const v1::PeerEvent& ev,
+                   std::chrono::steady_clock::time_point received);
   void on_cancel(const std::shared_ptr<stream_state>& st);
   void on_done(const std::shared_ptr<stream_state>& st);
 
@@ -89,7 +101,14 @@ class service final : private decision_sink {
 
   void tell_engine_ended(stream_state& st);
   void finish_after_flush(stream_state& st, grpc::Status status);
-  void pump(stream_state& st);
+  // Owner: queues d on st (dropped once it is closing or broken).
+  void enqueue(stream_state& st, v1::Decision d);
+  void kick_writer(stream_state& st);
+  // Writer thread: starts the first write of every kicked stream.
+  void drain_kicks();
+  // Any writer: the next write of st, or its Finish once closing and written.
+  void write_next(stream_state& st);
+  void stop_writer();
   void after_engine();
   void arm_tick();
   void sweep_slice();
@@ -115,6 +134,14 @@ class service final : private decision_sink {
   bool shutting_down_ = false;
 
   std::atomic<std::uint64_t> next_stream_{1};
+
+  // The writer thread (see Threading above) and the streams waiting for it.
+  boost::asio::io_context writer_io_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>
+      writer_work_;
+  std::thread writer_thread_;
+  std::mutex kick_mu_;
+  std::vector<std::shared_ptr<stream_state>> kicks_;
 };
 
 }  // namespace shoal::scheduler
