@@ -95,7 +95,7 @@ peer& registry::add_peer(task& t, const host_id& h, stream_id s, time_point now)
   assert(t.find_peer(h) == nullptr);
   host* hh = find_host(h);
   peer& p = t.add_peer(h, hh, s, next_seq_++, now);
-  streams_[key(s)] = stream_key{t.id(), h};
+  streams_[key(s)] = peer_ref{&t, &p};
   if (hh != nullptr) hh->tasks.insert(t.id());
   return p;
 }
@@ -112,11 +112,7 @@ void registry::erase_peer(task& t, const host_id& h) {
 std::optional<registry::peer_ref> registry::find_by_stream(stream_id s) {
   auto it = streams_.find(key(s));
   if (it == streams_.end()) return std::nullopt;
-  task* t = find_task(it->second.t);
-  if (t == nullptr) return std::nullopt;
-  peer* p = t->find_peer(it->second.h);
-  if (p == nullptr) return std::nullopt;
-  return peer_ref{t, p};
+  return it->second;
 }
 
 }  // namespace shoal::scheduler

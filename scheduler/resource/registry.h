@@ -71,11 +71,10 @@ class registry {
  private:
   std::map<host_id, host> hosts_;
   std::map<task_id, task> tasks_;
-  struct stream_key {
-    task_id t;
-    host_id h;
-  };
-  std::unordered_map<std::uint64_t, stream_key> streams_;
+  // A stream's task and peer, by pointer: both live in node-based maps, and
+  // erase_peer/erase_task drop the entry before the records go. Every event
+  // is looked up here; two lookups by string id per event were measurable.
+  std::unordered_map<std::uint64_t, peer_ref> streams_;
   std::uint64_t next_seq_ = 1;
   traffic_stats traffic_;
 };

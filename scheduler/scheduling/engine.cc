@@ -242,12 +242,13 @@ void engine::on_register(stream_id s, const v1::Register& r) {
 
 void engine::on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev) {
   const std::uint32_t i = ev.index();
-  const std::string what = "task " + t.id().str() + " host " + p.host.str();
+  // Built only for the log lines below (this is the most frequent event).
+  auto what = [&] { return "task " + t.id().str() + " host " + p.host.str(); };
   if (i >= t.piece_count() || !is_sha256_hex(ev.sha256())) {
     ++p.bad_reports;
     log()->warn("{}: PieceFinished for piece {} with digest '{}' is out of range or malformed; "
                 "ignored",
-                what, i, ev.sha256());
+                what(), i, ev.sha256());
     return;
   }
   const time_point now = clock_.now();
@@ -259,10 +260,10 @@ void engine::on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev) {
         if (t.state() == task_state::sealed) {
           ++p.bad_reports;
           log()->warn("{}: piece {} read from origin hashes to {}, not the verified {}; ignored",
-                      what, i, ev.sha256(), t.digest(i));
+                      what(), i, ev.sha256(), t.digest(i));
           return;
         }
-        poison(t, what + ": piece " + std::to_string(i) + " read from origin hashes to " +
+        poison(t, what() + ": piece " + std::to_string(i) + " read from origin hashes to " +
                       ev.sha256() + " but " + t.digest(i) +
                       " was reported before: the origin served different bytes, starting over");
         return;
@@ -273,7 +274,7 @@ void engine::on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev) {
       ++p.bad_reports;
       log()->warn("{}: piece {} from parent {} reported with digest {} but the task's is '{}'; "
                   "ignored",
-                  what, i, ev.parent_host_id(), ev.sha256(), t.digest(i));
+                  what(), i, ev.parent_host_id(), ev.sha256(), t.digest(i));
       return;
     }
     p.bytes_from_peers += t.piece_bytes(i);

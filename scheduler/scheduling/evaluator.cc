@@ -1,7 +1,6 @@
 #include "scheduler/scheduling/evaluator.h"
 
 #include <algorithm>
-#include <unordered_map>
 
 namespace shoal::scheduler {
 
@@ -21,19 +20,26 @@ bool evaluator::zone_gateway(const registry& reg, const task& t, const peer& chi
 
 bool evaluator::is_candidate(const registry& reg, const task& t, const peer& child,
                              const peer& candidate) const {
+  child_context cc{zone_of(reg, child)};
+  return candidate_ok(reg, t, child, cc, candidate);
+}
+
+bool evaluator::candidate_ok(const registry& reg, const task& t, const peer& child,
+                             child_context& cc, const peer& candidate) const {
   if (candidate.host == child.host || !candidate.live()) return false;
-  if (child.blocked.contains(candidate.host)) return false;
+  if (!child.blocked.empty() && child.blocked.contains(candidate.host)) return false;
   const host* h = reg.host_of(candidate);
   if (h == nullptr || !h->can_serve()) return false;
   if (opts_.zone_gateways) {
-    const std::string& cz = zone_of(reg, child);
+    const std::string& cz = cc.zone;
     if (!cz.empty() && !h->info.zone().empty()) {
       // One peer per zone (the lowest host id) fetches across zones; the
       // others fetch from peers in their zone, also from those that hold
       // nothing yet (they are receiving): the link between zones carries
       // about one copy into each zone.
       if (h->info.zone() != cz) {
-        if (!zone_gateway(reg, t, child)) return false;
+        if (cc.gateway < 0) cc.gateway = t.lowest_live_in_zone(cz, child.host) ? 1 : 0;
+        if (cc.gateway == 0) return false;
       } else if (candidate.state == peer_state::running) {
         return true;
       }
@@ -49,8 +55,9 @@ bool evaluator::is_candidate(const registry& reg, const task& t, const peer& chi
 std::vector<const peer*> evaluator::candidates(const registry& reg, const task& t,
                                                const peer& child) const {
   std::vector<const peer*> out;
+  child_context cc{zone_of(reg, child)};
   for (const auto& [hid, p] : t.peers())
-    if (is_candidate(reg, t, child, p)) out.push_back(&p);
+    if (candidate_ok(reg, t, child, cc, p)) out.push_back(&p);
   return out;
 }
 
@@ -109,34 +116,40 @@ std::vector<host_id> evaluator::choose(const registry& reg, const task& t, const
   // better shows up), then a random partial scan of the other peers that stops
   // after candidate_limit candidates: the cost per decision stays bounded on
   // swarms of thousands of peers, and the sample spreads load by itself.
+  child_context cc{zone_of(reg, child)};
   std::vector<const peer*> current;
   std::vector<const peer*> cands;
   for (const auto& h : child.parents) {
     if (const peer* p = t.find_peer(h)) {
       current.push_back(p);
-      if (is_candidate(reg, t, child, *p)) cands.push_back(p);
+      if (candidate_ok(reg, t, child, cc, *p)) cands.push_back(p);
     }
   }
-  // The partial scan is a lazy Fisher-Yates shuffle of the task's roster:
-  // `moved` holds only the positions a draw disturbed, so a decision costs
-  // O(draws), not O(peers).
+  // The partial scan is a Fisher-Yates shuffle of the task's roster through
+  // an identity permutation kept between calls (perm_), undone afterwards:
+  // a decision costs O(draws), not O(peers), and allocates nothing.
   const std::vector<peer*>& roster = t.roster();
   const std::size_t n = roster.size();
+  if (perm_.size() < n) {
+    const std::size_t old = perm_.size();
+    perm_.resize(n);
+    for (std::size_t k = old; k < n; ++k) perm_[k] = static_cast<std::uint32_t>(k);
+  }
   const std::size_t limit = std::max<std::size_t>(opts_.candidate_limit, cands.size());
-  std::unordered_map<std::size_t, std::size_t> moved;
-  moved.reserve(2 * limit);
-  auto at = [&moved](std::size_t k) {
-    auto it = moved.find(k);
-    return it == moved.end() ? k : it->second;
-  };
-  for (std::size_t i = 0; i < n && cands.size() < limit; ++i) {
+  std::size_t i = 0;
+  for (; i < n && cands.size() < limit; ++i) {
     std::uniform_int_distribution<std::size_t> pick(i, n - 1);
     const std::size_t j = pick(rng);
-    const std::size_t drawn = at(j);
-    if (j != i) moved[j] = at(i);
-    const peer* p = roster[drawn];
+    std::swap(perm_[i], perm_[j]);
+    swaps_.push_back(static_cast<std::uint32_t>(j));
+    const peer* p = roster[perm_[i]];
     if (p == &child || std::find(current.begin(), current.end(), p) != current.end()) continue;
-    if (is_candidate(reg, t, child, *p)) cands.push_back(p);
+    if (candidate_ok(reg, t, child, cc, *p)) cands.push_back(p);
+  }
+  while (i > 0) {
+    --i;
+    std::swap(perm_[i], perm_[swaps_.back()]);
+    swaps_.pop_back();
   }
 
   auto ctx = context(reg, child, cands);

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "scheduler/resource/clock.h"
@@ -87,10 +88,21 @@ class evaluator {
   double score(const registry& reg, const task& t, const peer& child, const peer& candidate,
                const scoring_context& ctx, time_point now) const;
   std::vector<const peer*> candidates(const registry& reg, const task& t, const peer& child) const;
+  // What is_candidate needs about the child, worked out once per decision.
+  struct child_context {
+    const std::string& zone;
+    int gateway = -1;  // zone_gateway(child): -1 not known yet, else 0/1
+  };
+  bool candidate_ok(const registry& reg, const task& t, const peer& child, child_context& cc,
+                    const peer& candidate) const;
   static scoring_context context(const registry& reg, const peer& child,
                                  const std::vector<const peer*>& cands);
 
   evaluator_options opts_;
+  // choose()'s scratch: an identity permutation of roster slots and the
+  // swaps that undo a partial shuffle of it. The engine's owner thread only.
+  mutable std::vector<std::uint32_t> perm_;
+  mutable std::vector<std::uint32_t> swaps_;
 };
 
 }  // namespace shoal::scheduler
