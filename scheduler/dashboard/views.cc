@@ -3,6 +3,8 @@
 #include <boost/json.hpp>
 #include <algorithm>
 #include <chrono>
+#include <tuple>
+#include <vector>
 
 namespace shoal::scheduler::dashboard {
 
@@ -216,7 +218,15 @@ std::optional<std::string> task_json(const view_context& v, const task_id& id) {
   o["peers"] = std::move(peers);
   json::array edges;
   if (const task_traffic* tt = reg.traffic().find_task(id)) {
-    for (const auto& [key, e] : tt->edges) {
+    // By (parent, child), so the view is stable (the index is unordered).
+    std::vector<const traffic_edge*> sorted;
+    sorted.reserve(tt->edges.size());
+    for (const auto& [key, e] : tt->edges) sorted.push_back(&e);
+    std::sort(sorted.begin(), sorted.end(), [](const traffic_edge* a, const traffic_edge* b) {
+      return std::tie(a->parent, a->child) < std::tie(b->parent, b->child);
+    });
+    for (const traffic_edge* ep : sorted) {
+      const traffic_edge& e = *ep;
       json::object eo;
       eo["from"] = e.parent.empty() ? json::value(nullptr) : json::value(e.parent.str());
       eo["to"] = e.child.str();
