@@ -20,6 +20,9 @@ struct host {
   time_point last_seen{};
   bool announced = false;   // false: known only from a Register, no address yet
   std::set<task_id> tasks;  // tasks this host has a peer in
+  // info.zone() interned by the registry (0 = no zone): the evaluator
+  // compares zones for every candidate, and ints compare without a memcmp.
+  std::uint32_t zone_id = 0;
 
   bool expired(time_point now, duration ttl) const { return now - last_seen > ttl; }
   // Other peers can fetch from it only once it has told us its piece server address.

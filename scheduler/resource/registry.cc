@@ -12,6 +12,14 @@ host& registry::announce(const v1::Host& info, time_point now) {
   host& h = ensure_host(host_id(info.id()), now);
   const bool rezone = h.info.zone() != info.zone();
   h.info = info;
+  if (rezone || h.zone_id == 0) {
+    h.zone_id = 0;
+    if (!info.zone().empty()) {
+      auto [it, inserted] =
+          zone_ids_.try_emplace(info.zone(), static_cast<std::uint32_t>(zone_ids_.size() + 1));
+      h.zone_id = it->second;
+    }
+  }
   h.last_seen = now;
   h.announced = true;
   // Its peers are indexed by zone in their tasks (the gateway rule).

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -75,6 +76,7 @@ class registry {
   // erase_peer/erase_task drop the entry before the records go. Every event
   // is looked up here; two lookups by string id per event were measurable.
   std::unordered_map<std::uint64_t, peer_ref> streams_;
+  std::unordered_map<std::string, std::uint32_t> zone_ids_;  // host::zone_id
   std::uint64_t next_seq_ = 1;
   traffic_stats traffic_;
 };

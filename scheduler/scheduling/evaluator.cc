@@ -20,24 +20,25 @@ bool evaluator::zone_gateway(const registry& reg, const task& t, const peer& chi
 
 bool evaluator::is_candidate(const registry& reg, const task& t, const peer& child,
                              const peer& candidate) const {
-  child_context cc{zone_of(reg, child)};
+  child_context cc = context_of(reg, child);
   return candidate_ok(reg, t, child, cc, candidate);
 }
 
 bool evaluator::candidate_ok(const registry& reg, const task& t, const peer& child,
                              child_context& cc, const peer& candidate) const {
-  if (candidate.host == child.host || !candidate.live()) return false;
+  // One peer per host in a task: the same record is the same host.
+  if (&candidate == &child || !candidate.live()) return false;
   if (!child.blocked.empty() && child.blocked.contains(candidate.host)) return false;
   const host* h = reg.host_of(candidate);
   if (h == nullptr || !h->can_serve()) return false;
   if (opts_.zone_gateways) {
     const std::string& cz = cc.zone;
-    if (!cz.empty() && !h->info.zone().empty()) {
+    if (cc.zone_id != 0 && h->zone_id != 0) {
       // One peer per zone (the lowest host id) fetches across zones; the
       // others fetch from peers in their zone, also from those that hold
       // nothing yet (they are receiving): the link between zones carries
       // about one copy into each zone.
-      if (h->info.zone() != cz) {
+      if (h->zone_id != cc.zone_id) {
         if (cc.gateway < 0) cc.gateway = t.lowest_live_in_zone(cz, child.host) ? 1 : 0;
         if (cc.gateway == 0) return false;
       } else if (candidate.state == peer_state::running) {
@@ -48,14 +49,19 @@ bool evaluator::candidate_ok(const registry& reg, const task& t, const peer& chi
   if (candidate.finished.count_and_not(child.finished) > 0) return true;
   // The running source is worth connecting to before it holds much: it is
   // receiving from origin and children long-poll its bitmap.
-  return t.state() == task_state::running && t.source.current == candidate.host &&
-         candidate.state == peer_state::running;
+  return candidate.state == peer_state::running && t.state() == task_state::running &&
+         t.source.current == candidate.host;
+}
+
+evaluator::child_context evaluator::context_of(const registry& reg, const peer& child) {
+  const host* h = reg.host_of(child);
+  return {zone_of(reg, child), h == nullptr ? 0u : h->zone_id};
 }
 
 std::vector<const peer*> evaluator::candidates(const registry& reg, const task& t,
                                                const peer& child) const {
   std::vector<const peer*> out;
-  child_context cc{zone_of(reg, child)};
+  child_context cc = context_of(reg, child);
   for (const auto& [hid, p] : t.peers())
     if (candidate_ok(reg, t, child, cc, p)) out.push_back(&p);
   return out;
@@ -116,7 +122,7 @@ std::vector<host_id> evaluator::choose(const registry& reg, const task& t, const
   // better shows up), then a random partial scan of the other peers that stops
   // after candidate_limit candidates: the cost per decision stays bounded on
   // swarms of thousands of peers, and the sample spreads load by itself.
-  child_context cc{zone_of(reg, child)};
+  child_context cc = context_of(reg, child);
   std::vector<const peer*> current;
   std::vector<const peer*> cands;
   for (const auto& h : child.parents) {

@@ -91,8 +91,10 @@ class evaluator {
   // What is_candidate needs about the child, worked out once per decision.
   struct child_context {
     const std::string& zone;
-    int gateway = -1;  // zone_gateway(child): -1 not known yet, else 0/1
+    std::uint32_t zone_id;  // host::zone_id
+    int gateway = -1;       // zone_gateway(child): -1 not known yet, else 0/1
   };
+  static child_context context_of(const registry& reg, const peer& child);
   bool candidate_ok(const registry& reg, const task& t, const peer& child, child_context& cc,
                     const peer& candidate) const;
   static scoring_context context(const registry& reg, const peer& child,

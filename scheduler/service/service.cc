@@ -77,6 +77,7 @@ class service::peer_reactor final
       auto ev = std::make_shared<v1::PeerEvent>();
       ev->Swap(&in_);
       const bool more = st_->unhandled.fetch_add(1) + 1 < kReadAhead;
+      svc_.events_waiting_.fetch_add(1, std::memory_order_relaxed);
       asio::post(svc_.io_, [svc = &svc_, st = st_, ev, received = steady::now()] {
         svc->on_read(st, *ev, received);
       });
@@ -328,6 +329,7 @@ void service::on_stream_open(const std::shared_ptr<stream_state>& st) {
 
 void service::on_read(const std::shared_ptr<stream_state>& st, const v1::PeerEvent& ev,
                       steady::time_point received) {
+  events_waiting_.fetch_sub(1, std::memory_order_relaxed);
   handle_read(*st, ev, received);
   // This reader had stopped at kReadAhead unhandled events: resume it.
   if (st->unhandled.fetch_sub(1) == kReadAhead && !st->closed) st->reactor->read_next();
@@ -447,8 +449,13 @@ void service::write_next(stream_state& st) {
   if (!st.queue.empty() && !st.broken) {
     st.current = std::move(st.queue.front());
     st.queue.pop_front();
+    // More is queued behind it (a Register's PieceDigests then Parents, a
+    // digest batch then Parents): let gRPC hold this one and flush both with
+    // the next write, one send instead of two.
+    grpc::WriteOptions wo;
+    if (!st.queue.empty()) wo.set_buffer_hint();
     lk.unlock();
-    st.reactor->StartWrite(&st.current);
+    st.reactor->StartWrite(&st.current, wo);
     return;
   }
   st.writing = false;
@@ -507,9 +514,13 @@ void service::arm_tick() {
 void service::sweep_slice() {
   sweeping_ = false;
   if (shutting_down_) return;
+  // Events come first: a slice stops early when some are waiting (after one
+  // chunk, so the sweep still moves on a saturated owner).
   const auto until = std::chrono::steady_clock::now() + opts_.sweep_slice;
-  bool more = true;
-  while (more && std::chrono::steady_clock::now() < until) more = engine_.sweep(8);
+  bool more = engine_.sweep(8);
+  while (more && events_waiting_.load(std::memory_order_relaxed) == 0 &&
+         std::chrono::steady_clock::now() < until)
+    more = engine_.sweep(8);
   after_engine();
   if (!more) return;
   sweeping_ = true;

@@ -46,9 +46,10 @@ struct service_options {
   std::string listen = "0.0.0.0:7410";  // gRPC address; port 0 picks a free port
   duration tick_interval = std::chrono::seconds(1);
   // The tick's re-scheduling sweep (engine::sweep) runs in slices of about
-  // `sweep_slice` owner time, one every `sweep_slice + sweep_pause`: events
-  // wait for at most one slice, and the sweep takes at most about half the
-  // owner thread (on 25,000 peers a sweep then spans a few ticks).
+  // `sweep_slice` owner time, one every `sweep_slice + sweep_pause`, and a
+  // slice stops after its first chunk (8 children) when events are waiting:
+  // events wait for at most one chunk, and the sweep takes at most about half
+  // the owner thread (on 25,000 peers a sweep then spans a few ticks).
   duration sweep_slice = std::chrono::microseconds(1000);
   duration sweep_pause = std::chrono::microseconds(1000);
   preheat_options preheat;
@@ -134,6 +135,9 @@ class service final : private decision_sink {
   bool shutting_down_ = false;
 
   std::atomic<std::uint64_t> next_stream_{1};
+  // Events read and posted to the owner but not handled yet: the sweep
+  // yields to them.
+  std::atomic<std::uint64_t> events_waiting_{0};
 
   // The writer thread (see Threading above) and the streams waiting for it.
   boost::asio::io_context writer_io_;
