@@ -31,6 +31,7 @@
 #include <cstdio>
 #include <deque>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -89,11 +90,21 @@ std::string piece_hex(std::uint32_t t, std::uint32_t i) { return hex64(t, i + 1)
 struct samples {
   std::mutex mu;
   std::vector<double> register_ms, failed_ms, churn_ms;
+  // Every Register's latency by the whole second (since the ramp started)
+  // it was sent in: shows whether the tail is spread or comes in bursts.
+  std::map<long, std::vector<double>> by_second;
   void add(std::vector<double>& v, double ms) {
     std::lock_guard l(mu);
     v.push_back(ms);
   }
+  void add_register(std::vector<double>& v, double ms, long second) {
+    std::lock_guard l(mu);
+    v.push_back(ms);
+    by_second[second].push_back(ms);
+  }
 };
+
+clk::time_point g_ramp_start;
 
 struct counters {
   std::atomic<std::uint64_t> events_sent{0}, piece_finished{0}, piece_failed{0}, done{0};
@@ -304,7 +315,8 @@ class peer_sim : public grpc::ClientBidiReactor<v1::PeerEvent, v1::Decision> {
         g_count.d_origin++;
         if (awaiting_register_) {
           awaiting_register_ = false;
-          g_samples.add(churned_ ? g_samples.churn_ms : g_samples.register_ms, ms(register_sent_));
+          g_samples.add_register(churned_ ? g_samples.churn_ms : g_samples.register_ms,
+                                 ms(register_sent_), sent_second());
         }
         is_source_ = true;
         origin_.assign(d.from_origin().pieces().begin(), d.from_origin().pieces().end());
@@ -318,7 +330,8 @@ class peer_sim : public grpc::ClientBidiReactor<v1::PeerEvent, v1::Decision> {
         g_count.d_parents++;
         if (awaiting_register_) {
           awaiting_register_ = false;
-          g_samples.add(churned_ ? g_samples.churn_ms : g_samples.register_ms, ms(register_sent_));
+          g_samples.add_register(churned_ ? g_samples.churn_ms : g_samples.register_ms,
+                                 ms(register_sent_), sent_second());
         } else if (awaiting_failed_ && failed_sent_ != clk::time_point{}) {
           awaiting_failed_ = false;
           if (now - failed_sent_ <= kFailedWindow) g_samples.add(g_samples.failed_ms, ms(failed_sent_));
@@ -353,6 +366,10 @@ class peer_sim : public grpc::ClientBidiReactor<v1::PeerEvent, v1::Decision> {
   bool is_source_ = false, done_sent_ = false;
   bool awaiting_register_ = false, awaiting_failed_ = false;
   clk::time_point register_sent_{}, failed_sent_{};
+  long sent_second() const {
+    return static_cast<long>(
+        std::chrono::duration_cast<std::chrono::seconds>(register_sent_ - g_ramp_start).count());
+  }
   clk::time_point next_{};
   std::mt19937 rng_;
 };
@@ -536,6 +553,7 @@ int main(int argc, char** argv) {
   // Ramp: open the streams at --ramp-rate, task-major so each task's first
   // peer (its source) registers first.
   const auto ramp_start = clk::now();
+  g_ramp_start = ramp_start;
   for (std::uint32_t j = 0; j < cfg.peers; ++j) {
     for (std::uint32_t t = 0; t < cfg.tasks; ++t) {
       const std::uint32_t host = (t * cfg.peers + j) % cfg.hosts;
@@ -639,6 +657,16 @@ int main(int argc, char** argv) {
   lat["register"] = percentiles(reg);
   lat["register_under_load"] = percentiles(churn);
   lat["piece_failed"] = percentiles(failed);
+  {
+    json::array secs;
+    std::lock_guard l(g_samples.mu);
+    for (auto& [sec, v] : g_samples.by_second) {
+      json::object o = percentiles(v);
+      o["second"] = sec;
+      secs.push_back(std::move(o));
+    }
+    lat["register_by_second"] = std::move(secs);
+  }
   out["decision_latency"] = lat;
   json::object ev;
   ev["sent"] = g_count.events_sent.load();

@@ -449,13 +449,12 @@ void service::write_next(stream_state& st) {
   if (!st.queue.empty() && !st.broken) {
     st.current = std::move(st.queue.front());
     st.queue.pop_front();
-    // More is queued behind it (a Register's PieceDigests then Parents, a
-    // digest batch then Parents): let gRPC hold this one and flush both with
-    // the next write, one send instead of two.
-    grpc::WriteOptions wo;
-    if (!st.queue.empty()) wo.set_buffer_hint();
+    // No buffer_hint even when more is queued: gRPC completes a buffered
+    // write only when something flushes the connection, and the next write
+    // waits for that completion (measured: a few Registers' Parents waited
+    // for the host's next AnnounceHost, ~5 s).
     lk.unlock();
-    st.reactor->StartWrite(&st.current, wo);
+    st.reactor->StartWrite(&st.current);
     return;
   }
   st.writing = false;
