@@ -95,8 +95,9 @@ void registry::erase_task(const task_id& id) {
     streams_.erase(key(p.stream));
     if (host* hh = find_host(h)) hh->tasks.erase(id);
   }
-  tasks_.erase(it);
+  // Before the task goes: callers pass the task's own id (t.id()).
   traffic_.forget_task(id);
+  tasks_.erase(it);
 }
 
 peer& registry::add_peer(task& t, const host_id& h, stream_id s, time_point now) {

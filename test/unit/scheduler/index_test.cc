@@ -231,3 +231,21 @@ TEST_CASE("index: a departing parent re-schedules only its children", "[schedule
   }
   CHECK(t.children_of(host_id("b")).empty());
 }
+
+TEST_CASE("index: the last peer leaving forgets the task and its traffic", "[scheduler][index]") {
+  // remove_peer passes the task's own id to erase_task: it must not be read
+  // after the task is freed (the asan preset caught this under load).
+  fixture f;
+  f.announce("a");
+  f.announce("b");
+  const auto sa = f.join("a");
+  const auto sb = f.join("b");
+  for (std::uint32_t i = 0; i < 4; ++i) f.finished(sa, i, sha(i));
+  f.finished(sb, 0, sha(0), "a");
+  REQUIRE(f.e.state().traffic().find_task(task_id(test::kTask)) != nullptr);
+  f.e.on_stream_end(sb);
+  f.e.on_stream_end(sa);
+  CHECK_FALSE(f.e.stat_task(task_id(test::kTask)));
+  CHECK(f.e.state().traffic().find_task(task_id(test::kTask)) == nullptr);
+  CHECK(f.e.state().peer_count() == 0);
+}
