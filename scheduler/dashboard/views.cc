@@ -1,7 +1,7 @@
 #include "scheduler/dashboard/views.h"
 
-#include <boost/json.hpp>
 #include <algorithm>
+#include <boost/json.hpp>
 #include <chrono>
 #include <tuple>
 #include <vector>

@@ -14,8 +14,8 @@ std::string_view to_string(task_state s) {
   return "unknown";
 }
 
-task::task(task_id id, std::uint64_t content_length, std::uint32_t piece_length,
-           v1::Origin origin, time_point created)
+task::task(task_id id, std::uint64_t content_length, std::uint32_t piece_length, v1::Origin origin,
+           time_point created)
     : id_(std::move(id)),
       content_length_(content_length),
       piece_length_(piece_length),

@@ -141,8 +141,8 @@ class task {
   bitmap known_;
   std::map<host_id, peer> peers_;
   std::vector<peer*> roster_;
-  std::vector<std::uint32_t> holders_;  // per piece, live holders
-  std::uint32_t held_pieces_ = 0;       // pieces with holders_ > 0
+  std::vector<std::uint32_t> holders_;             // per piece, live holders
+  std::uint32_t held_pieces_ = 0;                  // pieces with holders_ > 0
   std::map<host_id, std::set<host_id>> children_;  // parent host -> child hosts
   // Peers whose host announced a zone, by zone then host id (live or not).
   std::map<std::string, std::map<host_id, const peer*>> zones_;

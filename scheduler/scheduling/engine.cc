@@ -246,9 +246,10 @@ void engine::on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev) {
   auto what = [&] { return "task " + t.id().str() + " host " + p.host.str(); };
   if (i >= t.piece_count() || !is_sha256_hex(ev.sha256())) {
     ++p.bad_reports;
-    log()->warn("{}: PieceFinished for piece {} with digest '{}' is out of range or malformed; "
-                "ignored",
-                what(), i, ev.sha256());
+    log()->warn(
+        "{}: PieceFinished for piece {} with digest '{}' is out of range or malformed; "
+        "ignored",
+        what(), i, ev.sha256());
     return;
   }
   const time_point now = clock_.now();
@@ -272,9 +273,10 @@ void engine::on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev) {
   } else {
     if (!t.digest_known(i) || t.digest(i) != ev.sha256()) {
       ++p.bad_reports;
-      log()->warn("{}: piece {} from parent {} reported with digest {} but the task's is '{}'; "
-                  "ignored",
-                  what(), i, ev.parent_host_id(), ev.sha256(), t.digest(i));
+      log()->warn(
+          "{}: piece {} from parent {} reported with digest {} but the task's is '{}'; "
+          "ignored",
+          what(), i, ev.parent_host_id(), ev.sha256(), t.digest(i));
       return;
     }
     p.bytes_from_peers += t.piece_bytes(i);

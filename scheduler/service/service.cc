@@ -1,10 +1,10 @@
 #include "scheduler/service/service.h"
 
 #include <grpcpp/grpcpp.h>
+#include <pthread.h>
 
 #include <boost/asio/post.hpp>
 #include <future>
-#include <pthread.h>
 #include <utility>
 
 #include "common/log.h"
@@ -335,8 +335,7 @@ void service::on_read(const std::shared_ptr<stream_state>& st, const v1::PeerEve
   if (st->unhandled.fetch_sub(1) == kReadAhead && !st->closed) st->reactor->read_next();
 }
 
-void service::handle_read(stream_state& st, const v1::PeerEvent& ev,
-                          steady::time_point received) {
+void service::handle_read(stream_state& st, const v1::PeerEvent& ev, steady::time_point received) {
   if (st.closed) return;
   if (shutting_down_) {
     v1::Decision d;

@@ -144,8 +144,7 @@ TEST_CASE("index: children of a parent, also after the parent or a child left",
   CHECK(w.t->find_peer(host_id("p2"))->children == 0);
 }
 
-TEST_CASE("index: the zone gateway is the lowest live host id of the zone",
-          "[scheduler][index]") {
+TEST_CASE("index: the zone gateway is the lowest live host id of the zone", "[scheduler][index]") {
   world w;
   w.add("b1", "b");
   w.add("b2", "b");
