@@ -841,7 +841,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   // for first, then rarest first; in the endgame, a second copy of slow ones.
   void pump() {
     if (!downloading() || done_) return;
-    while (total_in_flight_ < s_.opts_.max_in_flight) {
+    // Pieces being received plus those waiting to be hashed and written are
+    // all in memory: bounded, so a pool slower than the sockets slows the
+    // requests rather than growing the heap (it grew to 1.1 GiB without this).
+    while (total_in_flight_ + verifying_pieces_.size() < s_.opts_.max_in_flight) {
       auto [pid, n] = choose();
       if (pid.empty()) break;
       auto& ps = parents_[pid];
