@@ -84,14 +84,15 @@ TEST_CASE("resend_after follows the time pieces take to send", "[transfer][task]
   fixture f;
   f.t->set_first_copy_only(true);
   CHECK(f.t->resend_after() == transfer::task::kResendAfter);  // nothing measured yet
-  // slow links: a piece took 2 s to send, so a child needs about that long
-  // to pass it on; the window grows to 3x
+  // slow links: a piece took 2 s to send, so a child needs a few times that
+  // to pass it on to the others; the window grows to kResendFactor x 2 s
   f.t->piece_delivered(0, milliseconds(2000));
-  CHECK(f.t->resend_after() == milliseconds(6000));
+  const auto window = milliseconds(static_cast<int>(transfer::task::kResendFactor * 2000));
+  CHECK(f.t->resend_after() == window);
   const auto t0 = clock_type::now();
   CHECK(f.t->claim_upload(1, t0));
-  CHECK_FALSE(f.t->claim_upload(1, t0 + milliseconds(5999)));
-  CHECK(f.t->claim_upload(1, t0 + milliseconds(6000)));
+  CHECK_FALSE(f.t->claim_upload(1, t0 + window - milliseconds(1)));
+  CHECK(f.t->claim_upload(1, t0 + window));
   // fast sends pull it down (EWMA), never below kResendMin
   for (int i = 0; i < 50; ++i) f.t->piece_delivered(2, milliseconds(1));
   CHECK(f.t->resend_after() == transfer::task::kResendMin);
