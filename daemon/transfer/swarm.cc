@@ -864,7 +864,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   }
   bool wanted(std::uint32_t n) const {
     if (!needed(n)) return false;
-    return !digests_[n].empty() || parked_.size() + total_in_flight_ < s_.opts_.max_in_flight;
+    // At most 2 parked: they hold memory beside the max_in_flight pieces
+    // being received, hashed and written (B peaked at 153 MiB with 4 parked
+    // 16 MiB pieces on the 4 GiB p2p run).
+    return !digests_[n].empty() ||
+           (parked_.size() < 2 &&
+            parked_.size() + total_in_flight_ + verifying_pieces_.size() < s_.opts_.max_in_flight);
   }
 
   std::pair<std::string, std::uint32_t> choose() {
