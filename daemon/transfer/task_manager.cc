@@ -232,6 +232,10 @@ result<std::shared_ptr<task>> task_manager::acquire(const digest& d, std::uint64
 
 std::shared_ptr<task> task_manager::find(const std::string& hex) {
   if (auto it = downloading_.find(hex); it != downloading_.end()) return it->second;
+  if (auto it = finished_sources_.find(hex); it != finished_sources_.end()) {
+    if (auto t = it->second.lock(); t && t->state_ == task::state::complete) return t;
+    finished_sources_.erase(it);
+  }
   auto meta = store_.find(hex);
   if (!meta || !meta->complete) return nullptr;
   auto h = store_.open_existing(hex);
@@ -279,6 +283,7 @@ void task_manager::finish(const std::shared_ptr<task>& t, std::optional<error> e
     t->error_ = std::move(err);
   } else {
     t->state_ = task::state::complete;
+    if (t->first_copy_only_) finished_sources_[t->digest_.hex] = t;
   }
   downloading_.erase(t->digest_.hex);
   metrics_.tasks_active.set(static_cast<double>(downloading_.size()));

@@ -237,6 +237,11 @@ class task_manager {
   rate_limiter download_limit_;
   boost::asio::thread_pool blocking_{2};
   std::map<std::string, std::shared_ptr<task>> downloading_;
+  // Tasks a swarm source completed, while its session holds them: find()
+  // returns the same object, so its first-copy rule (sent_at_, the resend
+  // window) still holds for the children that trail it. A fresh task per
+  // request had none: a finished source sent every piece asked for.
+  std::map<std::string, std::weak_ptr<task>> finished_sources_;
   swarm* swarm_ = nullptr;
   bool stopped_ = false;
 };

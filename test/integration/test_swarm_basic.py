@@ -205,3 +205,19 @@ def test_whole_blob_check_by_sealed_list_or_by_hash(registry, scheduler_factory,
     assert r.status == 200 and r.complete and r.digest == digest, (r.error, c.log_tail())
     assert 0 < h.peer_bytes(c) < size, "c should have resumed pieces from its disk"
     assert verifications(c, "hashed") == 1 and verifications(c, "sealed_list") == 0
+
+
+def test_a_finished_source_still_sends_each_piece_once(registry, scheduler_factory,
+                                                       shoald_factory, test_dir):
+    """The first-copy rule outlives the source's own download: children that
+    trail it must take a piece it just sent from a sibling, not get a second
+    copy through the source's uplink (a finished source used to answer every
+    request)."""
+    size = 8 * h.MiB
+    digest, _ = registry.push_random_blob("models/first", size, test_dir)
+    _, (d,) = start_swarm(registry, scheduler_factory, shoald_factory, 1)
+    assert d.get_blob("models/first", digest).digest == digest
+    peer = ("127.0.0.1", d.peer_port)
+    path = f"/v1/tasks/{digest.split(':')[1]}/pieces/0"
+    assert h.http_request(*peer, "GET", path).status == 200
+    assert h.http_request(*peer, "GET", path).status == 409
