@@ -679,11 +679,14 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   // SHA-256 collision). It cannot be derived from piece digests (SHA-256 does
   // not compose), hence this argument. Pieces from origin or from disk, a
   // source, and a digest that differed from the list keep the hash.
-  bool list_verifies() const {
-    return sealed_ && !whole_hash_needed_ && !is_source_ &&
-           !expected_content_hex(t_->digest_, origin_).empty() &&
-           std::none_of(digests_.begin(), digests_.end(),
-                        [](const std::string& d) { return d.empty(); });
+  // Called for every piece written: the scan for unknown digests runs until
+  // it first finds none (digests are never forgotten).
+  bool list_verifies() {
+    if (!sealed_ || whole_hash_needed_ || is_source_) return false;
+    if (!all_digests_known_)
+      all_digests_known_ = std::none_of(digests_.begin(), digests_.end(),
+                                        [](const std::string& d) { return d.empty(); });
+    return all_digests_known_ && !expected_content_hex(t_->digest_, origin_).empty();
   }
 
   void check_complete() {
@@ -1132,6 +1135,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   bool verifying_ = false;
   std::unique_ptr<sha256> whole_ = std::make_unique<sha256>();  // pieces [0, hashed_)
   bool sealed_ = false;             // the scheduler's digest list is sealed (list_verifies)
+  bool all_digests_known_ = false;  // every digests_ entry is set (list_verifies)
   bool whole_hash_needed_ = false;  // a piece from origin or disk, or a digest off the list
   std::vector<bool> from_origin_ = std::vector<bool>(count_, false);  // read from origin here
   std::uint32_t hashed_ = 0;
