@@ -53,6 +53,7 @@ struct swarm_metrics {
   metrics::counter& bytes;                             // shoal_bytes_total{source="peer"}
   metrics::family<metrics::counter>& failures;         // shoal_failures_total{kind}
   metrics::family<metrics::counter>& blob_verifications;  // shoal_blob_verifications_total{how}
+  metrics::counter& blob_hash_bytes;                      // shoal_blob_hash_bytes_total
 };
 
 class swarm {

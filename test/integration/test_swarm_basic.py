@@ -207,6 +207,35 @@ def test_whole_blob_check_by_sealed_list_or_by_hash(registry, scheduler_factory,
     assert verifications(c, "hashed") == 1 and verifications(c, "sealed_list") == 0
 
 
+def test_a_child_leaves_the_whole_blob_hash_to_the_seal(registry, scheduler_factory,
+                                                        shoald_factory, test_dir):
+    """A child downloading while the source reads origin does not hash the
+    blob whole as its pieces arrive (it did, on top of each piece's own
+    check): the source seals the digest list when it finishes, before the
+    child does, and the child is verified by the list."""
+    size = 64 * h.MiB
+    digest, _ = registry.push_random_blob("models/defer", size, test_dir)
+    sched = scheduler_factory()
+    common = dict(insecure=[registry.hostport], default_registry=registry.hostport)
+    # the source's uploads are slow: the child finishes well after the source
+    a = shoald_factory(name="a", extra_args=h.swarm_args(sched, ["--upload-rate-limit", "16MiB"]),
+                       **common)
+    b = shoald_factory(name="b", extra_args=h.swarm_args(sched), **common)
+    with cf.ThreadPoolExecutor(2) as ex:
+        fa = ex.submit(a.get_blob, "models/defer", digest, None, None, 120)
+        deadline = time.monotonic() + 30
+        while a.metric("shoal_source_bytes_total") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fb = ex.submit(b.get_blob, "models/defer", digest, None, None, 120)
+        ra, rb = fa.result(timeout=130), fb.result(timeout=130)
+    assert ra.digest == digest and rb.digest == digest, (ra.error, rb.error, b.log_tail())
+    assert h.peer_bytes(b) == size, "b should have taken every piece from a"
+    assert verifications(a, "hashed") == 1
+    assert a.metric("shoal_blob_hash_bytes_total") == size
+    assert verifications(b, "sealed_list") == 1 and verifications(b, "hashed") == 0
+    assert b.metric("shoal_blob_hash_bytes_total") == 0
+
+
 def test_a_finished_source_still_sends_each_piece_once(registry, scheduler_factory,
                                                        shoald_factory, test_dir):
     """The first-copy rule outlives the source's own download: children that
