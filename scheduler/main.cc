@@ -5,19 +5,19 @@
 
 #include <pthread.h>
 #include <signal.h>
-
 #include <spdlog/fmt/fmt.h>
 
+#include <CLI/CLI.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <iostream>
 #include <optional>
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/config.h"
 #include "common/http.h"
@@ -37,6 +37,8 @@ struct flags {
   double host_ttl = 30;
   double source_stall_timeout = 20;
   std::uint32_t parents_per_child = 4;
+  std::vector<std::string> origin_zones;
+  double election_window = 0.3;
   std::uint32_t announce_interval = 5;
   double preheat_seed_timeout = 60;
   std::string log_level = "info";
@@ -107,6 +109,15 @@ int main(int argc, char** argv) {
                  "Parents sent to each downloading peer")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  app.add_option("--origin-zone", f.origin_zones,
+                 "ZONE, or REGISTRY=ZONE for one registry (HOST[:PORT]; repeatable): the zone "
+                 "nearest to the registries. A task's source is elected among its peers in that "
+                 "zone (shoald --zone), waiting up to --election-window for one")
+      ->delimiter(',');
+  app.add_option("--election-window", f.election_window,
+                 "Seconds a task's first election waits for a peer in the --origin-zone")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 10.0));
   app.add_option("--announce-interval", f.announce_interval,
                  "Seconds between AnnounceHost heartbeats asked of the daemons")
       ->capture_default_str()
@@ -161,6 +172,22 @@ int main(int argc, char** argv) {
   eopts.source_stall_timeout = seconds(f.source_stall_timeout);
   eopts.announce_interval_seconds = f.announce_interval;
   eopts.evaluation.parents_per_child = f.parents_per_child;
+  eopts.election_window = seconds(f.election_window);
+  for (const auto& z : f.origin_zones) {
+    const auto eq = z.find('=');
+    const std::string zone = eq == std::string::npos ? z : z.substr(eq + 1);
+    if (zone.empty() || eq == 0)
+      return fail("--origin-zone '" + z +
+                  "': use ZONE or REGISTRY=ZONE (e.g. registry.example:5000=a)");
+    if (eq == std::string::npos) {
+      if (!eopts.origin_zone.empty())
+        return fail("--origin-zone: two default zones ('" + eopts.origin_zone + "' and '" + z +
+                    "'); give the others as REGISTRY=ZONE");
+      eopts.origin_zone = zone;
+    } else {
+      eopts.origin_zones[z.substr(0, eq)] = zone;
+    }
+  }
   shoal::scheduler::service_options sopts;
   sopts.listen = f.listen;
   sopts.preheat.seed_timeout = seconds(f.preheat_seed_timeout);

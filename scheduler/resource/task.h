@@ -122,6 +122,8 @@ class task {
     std::set<host_id> excluded;      // hosts that stalled or failed as source for this task
     std::uint32_t failures = 0;      // sources that reported Failed
     time_point last_progress{};      // election or the source's last PieceFinished
+    // The first election waits until then for a peer in the origin zone.
+    std::optional<time_point> election_due;
   };
   source_state source;
 

@@ -5,13 +5,14 @@
 namespace shoal::scheduler {
 
 std::optional<host_id> elect_source(const registry& reg, const task& t, election_mode mode,
-                                    const host_id* also_exclude) {
+                                    const host_id* also_exclude, std::string_view origin_zone) {
   const peer* best = nullptr;
   // Larger is better for the flags; smaller seq (earlier) wins ties.
   auto rank = [&](const peer& p, const host& h) {
-    return std::make_tuple(p.was_source, h.can_serve(), h.info.seed(), p.has_client);
+    const bool near_origin = !origin_zone.empty() && h.info.zone() == origin_zone;
+    return std::make_tuple(p.was_source, h.can_serve(), h.info.seed(), near_origin, p.has_client);
   };
-  std::tuple<bool, bool, bool, bool> best_rank{};
+  std::tuple<bool, bool, bool, bool, bool> best_rank{};
   for (const auto& [hid, p] : t.peers()) {
     if (p.state != peer_state::running) continue;
     if (t.source.excluded.contains(hid)) continue;

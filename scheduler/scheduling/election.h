@@ -2,6 +2,7 @@
 // Source election (DESIGN §5): exactly one peer per task reads origin.
 
 #include <optional>
+#include <string_view>
 
 #include "scheduler/resource/ids.h"
 #include "scheduler/resource/registry.h"
@@ -21,7 +22,10 @@ enum class election_mode {
 // t.source.excluded and `also_exclude`. Order: the previous scheduler's source
 // (was_source), then peers other peers can fetch from (announced address),
 // then seed hosts, then has_client, then earliest registration.
+// With origin_zone set, a peer in that zone comes after seeds and before
+// has_client (see engine_options::origin_zone).
 std::optional<host_id> elect_source(const registry& reg, const task& t, election_mode mode,
-                                    const host_id* also_exclude = nullptr);
+                                    const host_id* also_exclude = nullptr,
+                                    std::string_view origin_zone = {});
 
 }  // namespace shoal::scheduler

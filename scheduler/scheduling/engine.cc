@@ -391,13 +391,71 @@ void engine::ensure_source(task& t) {
   }
   if (missing.none()) return;
   const auto mode = t.source.ever_elected ? election_mode::replacement : election_mode::initial;
-  auto h = elect_source(reg_, t, mode);
+  const std::string& oz = origin_zone_of(t);
+  auto h = elect_source(reg_, t, mode, nullptr, oz);
   if (!h) {
     log()->debug("task {}: {} pieces missing everywhere and no peer can read origin yet",
                  t.id().str(), missing.count());
     return;
   }
-  make_source(t, *t.find_peer(*h), missing);
+  peer& p = *t.find_peer(*h);
+  if (mode == election_mode::initial && !oz.empty()) {
+    const host* hh = reg_.host_of(p);
+    if ((hh == nullptr || hh->info.zone() != oz) && wait_for_origin_zone(t, oz)) return;
+  }
+  make_source(t, p, missing);
+}
+
+const std::string& engine::origin_zone_of(const task& t) const {
+  if (auto it = opts_.origin_zones.find(t.origin().registry()); it != opts_.origin_zones.end())
+    return it->second;
+  return opts_.origin_zone;
+}
+
+bool engine::wait_for_origin_zone(task& t, const std::string& oz) {
+  const time_point now = clock_.now();
+  if (!t.source.election_due) {
+    // Worth waiting only if a host of that zone could register this task.
+    bool known = false;
+    for (const auto& [id, h] : reg_.hosts())
+      if (h.info.zone() == oz && h.can_serve()) {
+        known = true;
+        break;
+      }
+    if (!known) return false;
+    t.source.election_due = now + opts_.election_window;
+    pending_elections_.insert(t.id());
+    log()->info(
+        "task {}: waiting up to {} ms for a peer in origin zone '{}' to elect as source",
+        t.id().str(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(opts_.election_window).count(), oz);
+  }
+  return now < *t.source.election_due;
+}
+
+std::optional<time_point> engine::next_election() const {
+  std::optional<time_point> due;
+  for (const auto& id : pending_elections_) {
+    const task* t = reg_.find_task(id);
+    if (t == nullptr || !t->source.election_due) continue;
+    if (!due || *t->source.election_due < *due) due = *t->source.election_due;
+  }
+  return due;
+}
+
+void engine::run_due_elections() {
+  const time_point now = clock_.now();
+  std::vector<task_id> due;
+  for (const auto& id : pending_elections_) {
+    const task* t = reg_.find_task(id);
+    if (t == nullptr || t->source.current || !t->source.election_due ||
+        now >= *t->source.election_due)
+      due.push_back(id);
+  }
+  for (const auto& id : due) {
+    if (task* t = reg_.find_task(id); t != nullptr && !t->source.current) ensure_source(*t);
+    pending_elections_.erase(id);
+  }
 }
 
 void engine::make_source(task& t, peer& p, const bitmap& missing) {
@@ -407,10 +465,15 @@ void engine::make_source(task& t, peer& p, const bitmap& missing) {
   t.source.ever_elected = true;
   t.source.last_progress = clock_.now();
   metrics_.source_elections.inc();
+  const bool waited = pending_elections_.erase(t.id()) > 0;
   log()->info("task {}: host {} elected source; it reads {} of {} pieces from origin",
               t.id().str(), p.host.str(), missing.count(), t.piece_count());
   emit(p.stream, from_origin_decision(missing));
   reschedule(t, p, false);
+  // Peers that registered during the wait have no parent yet.
+  if (waited)
+    for (auto& [h, q] : t.peers())
+      if (&q != &p) reschedule(t, q, false);
 }
 
 void engine::check_stall(task& t) {

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <random>
 #include <set>
@@ -39,6 +40,16 @@ struct engine_options {
   std::uint32_t max_source_failures = 3;
   // Largest task accepted, in pieces (bounds bitmap memory per peer).
   std::uint32_t max_piece_count = 1u << 20;
+  // The zone where origin's bytes enter the cluster (its registries are
+  // nearest to it), "" if unknown; origin_zones maps one registry
+  // (HOST[:PORT] as in Origin.registry) to its zone. A task's first source is
+  // elected in that zone: a source elsewhere pulls every byte across the
+  // link between zones and the origin zone's peers pull it back. When the
+  // first candidate is in another zone while a host of the origin zone is
+  // known, the election waits up to election_window for one of its peers.
+  std::string origin_zone;
+  std::map<std::string, std::string> origin_zones;
+  duration election_window = std::chrono::milliseconds(300);
   evaluator_options evaluation;
 };
 
@@ -84,6 +95,10 @@ class engine {
   void flush_digests();
   // When the oldest batched digest is due, if any is waiting.
   std::optional<time_point> next_digest_flush() const;
+  // Elections held back for a peer in the origin zone: when the first one is
+  // due, and holding those that are due (any source then).
+  std::optional<time_point> next_election() const;
+  void run_due_elections();
 
   const registry& state() const noexcept { return reg_; }
   const engine_options& options() const noexcept { return opts_; }
@@ -100,6 +115,10 @@ class engine {
   // current source's origin list when pieces were lost (a holder left).
   void ensure_source(task& t);
   void make_source(task& t, peer& p, const bitmap& missing);
+  const std::string& origin_zone_of(const task& t) const;
+  // Whether t's first election waits for a peer in origin zone oz (the
+  // window opens at the first call).
+  bool wait_for_origin_zone(task& t, const std::string& oz);
   void check_stall(task& t);
   // Sends child a new Parents if the choice changed (or always when forced).
   void reschedule(task& t, peer& child, bool force);
@@ -132,6 +151,7 @@ class engine {
   std::mt19937_64 rng_;
   registry reg_;
   std::set<task_id> pending_digest_tasks_;
+  std::set<task_id> pending_elections_;  // waiting for a peer in the origin zone
   // The re-scheduling sweep in progress (maintain() / sweep()).
   std::vector<std::pair<task_id, host_id>> sweep_;
   std::size_t sweep_next_ = 0;

@@ -254,7 +254,8 @@ service::service(asio::io_context& io, engine_options eopts, service_options sop
       grpc_service_(std::make_unique<grpc_service>(*this)),
       tick_timer_(io),
       flush_timer_(io),
-      sweep_timer_(io) {}
+      sweep_timer_(io),
+      election_timer_(io) {}
 
 service::~service() { stop_writer(); }
 
@@ -295,6 +296,7 @@ void service::shutdown(duration grace) {
     tick_timer_.cancel();
     sweep_timer_.cancel();
     flush_timer_.cancel();
+    election_timer_.cancel();
     for (auto& [id, st] : streams_) {
       if (st->closed) continue;
       v1::Decision d;
@@ -479,7 +481,20 @@ void service::close(stream_id s) {
 }
 
 void service::after_engine() {
-  if (flush_armed_ || shutting_down_) return;
+  if (shutting_down_) return;
+  if (!election_armed_) {
+    if (auto due = engine_.next_election()) {
+      election_armed_ = true;
+      election_timer_.expires_after(std::max(duration::zero(), *due - clock_.now()));
+      election_timer_.async_wait([this](const boost::system::error_code& ec) {
+        election_armed_ = false;
+        if (ec || shutting_down_) return;
+        engine_.run_due_elections();
+        after_engine();
+      });
+    }
+  }
+  if (flush_armed_) return;
   auto due = engine_.next_digest_flush();
   if (!due) return;
   flush_armed_ = true;

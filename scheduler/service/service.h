@@ -130,8 +130,10 @@ class service final : private decision_sink {
   boost::asio::steady_timer tick_timer_;
   boost::asio::steady_timer flush_timer_;
   boost::asio::steady_timer sweep_timer_;
+  boost::asio::steady_timer election_timer_;  // elections waiting for the origin zone
   bool sweeping_ = false;
   bool flush_armed_ = false;
+  bool election_armed_ = false;
   bool shutting_down_ = false;
 
   std::atomic<std::uint64_t> next_stream_{1};

@@ -236,6 +236,37 @@ def test_a_child_leaves_the_whole_blob_hash_to_the_seal(registry, scheduler_fact
     assert b.metric("shoal_blob_hash_bytes_total") == 0
 
 
+def test_the_source_is_elected_in_the_origin_zone(registry, scheduler_factory, shoald_factory,
+                                                  test_dir):
+    """With --origin-zone, a task's source is a peer of that zone, even when a
+    peer of another zone asked first: the scheduler waits for one (up to
+    --election-window), and without one elects the other zone's peer."""
+    size = 16 * h.MiB
+    digest, _ = registry.push_random_blob("models/zone", size, test_dir)
+    sched = scheduler_factory(extra_args=["--origin-zone", "a", "--election-window", "3"])
+    common = dict(insecure=[registry.hostport], default_registry=registry.hostport)
+    far = shoald_factory(name="far", extra_args=h.swarm_args(sched, ["--zone", "b"]), **common)
+    near = shoald_factory(name="near", extra_args=h.swarm_args(sched, ["--zone", "a"]), **common)
+    with cf.ThreadPoolExecutor(2) as ex:
+        f_far = ex.submit(far.get_blob, "models/zone", digest, None, None, 60)
+        time.sleep(1.0)  # far registered first and waits for the election
+        assert far.metric("shoal_source_bytes_total") == 0
+        f_near = ex.submit(near.get_blob, "models/zone", digest, None, None, 60)
+        r_far, r_near = f_far.result(timeout=70), f_near.result(timeout=70)
+    assert r_far.digest == digest and r_near.digest == digest, (r_far.error, r_near.error)
+    assert near.metric("shoal_source_bytes_total") == size
+    assert far.metric("shoal_source_bytes_total") == 0 and h.peer_bytes(far) == size
+
+    # A second blob only the far zone asks for: elected once the window passed.
+    digest2, _ = registry.push_random_blob("models/zone", 4 * h.MiB, test_dir)
+    t0 = time.monotonic()
+    r = far.get_blob("models/zone", digest2, timeout=60)
+    took = time.monotonic() - t0
+    assert r.status == 200 and r.digest == digest2, (r.error, far.log_tail())
+    assert far.metric("shoal_source_bytes_total") == 4 * h.MiB
+    assert 3.0 <= took < 10, f"took {took:.1f}s with a 3 s election window"
+
+
 def test_a_finished_source_still_sends_each_piece_once(registry, scheduler_factory,
                                                        shoald_factory, test_dir):
     """The first-copy rule outlives the source's own download: children that

@@ -89,6 +89,74 @@ TEST_CASE("register: without a client nobody reads origin until a peer with one 
   CHECK(hosts_of(pa->parents()) == std::vector<std::string>{"b"});
 }
 
+TEST_CASE("election: the first source is one of the origin zone's peers, waited for",
+          "[scheduler][engine][election]") {
+  engine_options o;
+  o.origin_zone = "a";
+  fixture f(o);
+  f.announce("far", {.zone = "b"});
+  f.announce("near", {.zone = "a"});
+  auto s_far = f.join("far");
+  auto d_far = f.sink.take(s_far);
+  CHECK(count_of(d_far, D::kFromOrigin) == 0);
+  REQUIRE(f.e.next_election());
+  CHECK(*f.e.next_election() == f.clk.now() + o.election_window);
+  f.clk.advance(100ms);
+  f.e.run_due_elections();  // not due yet
+  CHECK(f.sink.take(s_far).empty());
+  auto s_near = f.join("near");
+  CHECK(count_of(f.sink.take(s_near), D::kFromOrigin) == 1);
+  // The peer that waited gets the source as its parent at once, not at the next tick.
+  auto p = last_of(f.sink.take(s_far), D::kParents);
+  REQUIRE(p);
+  CHECK(hosts_of(p->parents()) == std::vector<std::string>{"near"});
+  CHECK_FALSE(f.e.next_election());
+  CHECK(f.m.source_elections.value() == 1);
+}
+
+TEST_CASE("election: another zone's peer once the window passes, or when the zone has no host",
+          "[scheduler][engine][election]") {
+  engine_options o;
+  o.origin_zone = "a";
+  SECTION("the origin zone's host does not register the task") {
+    fixture f(o);
+    f.announce("far", {.zone = "b"});
+    f.announce("near", {.zone = "a"});
+    auto s_far = f.join("far");
+    CHECK(count_of(f.sink.take(s_far), D::kFromOrigin) == 0);
+    f.clk.advance(o.election_window);
+    f.e.run_due_elections();
+    CHECK(count_of(f.sink.take(s_far), D::kFromOrigin) == 1);
+    CHECK_FALSE(f.e.next_election());
+  }
+  SECTION("no host of the origin zone is known: no wait") {
+    fixture f(o);
+    f.announce("far", {.zone = "b"});
+    auto s_far = f.join("far");
+    CHECK(count_of(f.sink.take(s_far), D::kFromOrigin) == 1);
+    CHECK_FALSE(f.e.next_election());
+  }
+  SECTION("a registry with a zone of its own") {
+    o.origin_zones["reg.example:5000"] = "b";
+    fixture f(o);
+    f.announce("far", {.zone = "b"});
+    f.announce("near", {.zone = "a"});
+    auto s_b = f.join("far", {.registry = "reg.example:5000"});
+    CHECK(count_of(f.sink.take(s_b), D::kFromOrigin) == 1);
+  }
+  SECTION("later elections (the source left) do not wait") {
+    fixture f(o);
+    f.announce("far", {.zone = "b"});
+    f.announce("far2", {.zone = "b"});
+    f.announce("near", {.zone = "a"});
+    auto s_near = f.join("near");
+    auto s_far = f.join("far");
+    f.sink.clear();
+    f.e.on_stream_end(s_near);
+    CHECK(count_of(f.sink.take(s_far), D::kFromOrigin) == 1);
+  }
+}
+
 TEST_CASE("register: mismatched lengths and malformed registrations are aborted",
           "[scheduler][engine]") {
   fixture f;

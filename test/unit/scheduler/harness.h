@@ -93,6 +93,7 @@ struct register_spec {
   std::uint32_t piece_length = 4096;
   bool has_client = true;
   bool was_source = false;
+  std::string registry{};  // Origin.registry
   std::string bitmap{};
   std::vector<std::pair<std::uint32_t, std::string>> known{};
 };
@@ -123,6 +124,7 @@ struct fixture {
     reg_ev->set_piece_length(r.piece_length);
     reg_ev->set_has_client(r.has_client);
     reg_ev->set_was_source(r.was_source);
+    reg_ev->mutable_origin()->set_registry(r.registry);
     reg_ev->set_finished_bitmap(r.bitmap);
     for (const auto& [i, d] : r.known) {
       auto* kd = reg_ev->add_known_digests();
