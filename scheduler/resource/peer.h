@@ -55,6 +55,10 @@ struct peer {
   std::size_t roster_slot = 0;  // its index in task::roster()
   std::string zone_key;         // the zone it is indexed under (its host's, when added)
 
+  // The engine's re-scoring bookkeeping (scheduling/engine.h); only it touches these.
+  bool rescore_queued = false;  // waiting in the engine's queue for sweep()
+  bool short_listed = false;    // in task::rescore_state::short_of_parents
+
   std::deque<time_point> failures;  // failures blamed on it as a parent, oldest first
   std::uint32_t bad_reports = 0;    // its own PieceFinished digests that did not match
 

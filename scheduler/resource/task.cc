@@ -162,6 +162,14 @@ bool task::lowest_live_in_zone(const std::string& zone, const host_id& h) const 
   return true;
 }
 
+const peer* task::zone_gateway(const std::string& zone) const {
+  auto z = zones_.find(zone);
+  if (z == zones_.end()) return nullptr;
+  for (const auto& [hid, p] : z->second)
+    if (p->live()) return p;
+  return nullptr;
+}
+
 void task::index_zone(peer& p) {
   p.zone_key = p.host_rec == nullptr ? std::string() : p.host_rec->info.zone();
   if (!p.zone_key.empty()) zones_[p.zone_key][p.host] = &p;

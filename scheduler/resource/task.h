@@ -112,6 +112,8 @@ class task {
   // --- zones (the evaluator's gateway rule)
   // Whether no live peer of `zone` has a host id below h.
   bool lowest_live_in_zone(const std::string& zone, const host_id& h) const;
+  // The live peer of `zone` with the lowest host id (the zone's gateway), if any.
+  const peer* zone_gateway(const std::string& zone) const;
   // Re-indexes p under its host's current zone (after a heartbeat changed it).
   void rezone(peer& p);
 
@@ -130,6 +132,24 @@ class task {
   // Digests waiting to be broadcast (batched), owned by the scheduling engine.
   std::vector<pending_digest> pending_digests;
   std::optional<time_point> pending_since;
+
+  // What the engine's incremental re-scoring needs to know (scheduling/engine.h), owned by it.
+  struct rescore_state {
+    // Children that got fewer parents than they want at their last re-score:
+    // re-scored when the task gains pieces or peers (new_supply).
+    std::vector<host_id> short_of_parents;
+    // A peer gained a piece, joined, became reachable or was elected source
+    // since the last maintain().
+    bool new_supply = false;
+    // The source at the last maintain(): a change is new supply too.
+    std::optional<host_id> source_seen;
+    // Events and membership changes so far, and their number when the full
+    // pass last started on the task: a task with none in between is idle and
+    // the full pass skips it.
+    std::uint64_t changes = 0;
+    std::uint64_t changes_at_full_pass = ~std::uint64_t{0};
+  };
+  rescore_state rescore;
 
  private:
   task_id id_;

@@ -72,6 +72,7 @@ void engine::on_event(stream_id s, const v1::PeerEvent& ev) {
   }
   task& t = *ref->t;
   peer& p = *ref->p;
+  ++t.rescore.changes;
   switch (ev.event_case()) {
     case v1::PeerEvent::kPieceFinished: on_piece_finished(t, p, ev.piece_finished()); break;
     case v1::PeerEvent::kPieceFailed: on_piece_failed(t, p, ev.piece_failed()); break;
@@ -164,7 +165,10 @@ void engine::on_register(stream_id s, const v1::Register& r) {
     log()->info("task {} created by host {}: {} bytes, {} pieces of {} bytes", tid.str(),
                 hid.str(), r.content_length(), n, r.piece_length());
   }
-  reg_.ensure_host(hid, now);
+  const std::string zone = reg_.ensure_host(hid, now).info.zone();
+  const peer* gateway = zone.empty() ? nullptr : t->zone_gateway(zone);
+  const std::optional<host_id> gateway_before =
+      gateway == nullptr ? std::nullopt : std::optional(gateway->host);
   peer& p = reg_.add_peer(*t, hid, s, now);
   p.has_client = r.has_client();
   p.was_source = r.was_source();
@@ -215,6 +219,11 @@ void engine::on_register(stream_id s, const v1::Register& r) {
     log()->debug("{}: {} held pieces have no known digest and are not offered", what,
                  unverifiable);
   t->set_finished(p, std::move(held));
+  // A new peer may hold pieces, or be the source, or be a parent of its zone:
+  // the children short of parents get another look at the next maintain().
+  t->rescore.new_supply = true;
+  ++t->rescore.changes;
+  if (!zone.empty()) check_gateway(*t, zone, gateway_before);
 
   v1::Decision digests;
   auto* pd = digests.mutable_digests();
@@ -281,7 +290,10 @@ void engine::on_piece_finished(task& t, peer& p, const v1::PieceFinished& ev) {
     }
     p.bytes_from_peers += t.piece_bytes(i);
   }
-  t.add_finished(p, i);
+  if (t.add_finished(p, i)) {
+    t.rescore.new_supply = true;
+    check_parents_after_piece(t, p, i);
+  }
   p.last_piece_at = now;
   reg_.traffic().record_piece(t.id(), p.host, host_id(ev.parent_host_id()), t.piece_bytes(i), now);
   if (t.source.current == p.host) t.source.last_progress = now;
@@ -349,7 +361,10 @@ void engine::on_done(task& t, peer& p) {
 
 void engine::on_failed(task& t, peer& p, const v1::Failed& ev) {
   const bool was_source = t.source.current == p.host;
+  const std::string zone = p.zone_key;
+  const bool was_gateway = !zone.empty() && t.zone_gateway(zone) == &p;
   t.mark_failed(p);
+  if (was_gateway) check_gateway(t, zone, p.host);
   t.set_parents(p, {});
   log()->warn("task {} host {}: failed{}: {}", t.id().str(), p.host.str(),
               was_source ? " as source" : "", ev.message());
@@ -510,9 +525,15 @@ void engine::check_stall(task& t) {
 
 // ---------------------------------------------------------------- parents
 
-void engine::reschedule(task& t, peer& child, bool force) {
+void engine::reschedule(task& t, peer& child, bool force, rescore_trigger why) {
+  child.rescore_queued = false;  // done now: a queued entry for it is skipped
   if (!child.needs_pieces()) return;
+  metrics_.count(why);
   auto chosen = eval_.choose(reg_, t, child, clock_.now(), rng_);
+  if (chosen.size() < eval_.options().parents_per_child && !child.short_listed) {
+    child.short_listed = true;
+    t.rescore.short_of_parents.push_back(child.host);
+  }
   if (!force && same_set(chosen, child.parents)) return;
   t.set_parents(child, std::move(chosen));
   emit(child.stream, parents_decision(t, child.parents));
@@ -546,10 +567,14 @@ v1::Decision engine::parents_decision(const task& t, const std::vector<host_id>&
 // ---------------------------------------------------------------- removal
 
 bool engine::remove_peer(task& t, host_id h, std::string_view why, bool repair) {
-  if (t.find_peer(h) == nullptr) return true;
+  const peer* gone = t.find_peer(h);
+  if (gone == nullptr) return true;
   const bool was_source = t.source.current == h;
+  const std::string zone = gone->zone_key;
+  const bool was_gateway = !zone.empty() && t.zone_gateway(zone) == gone;
   log()->info("task {} host {}: peer removed ({})", t.id().str(), h.str(), why);
   reg_.erase_peer(t, h);
+  ++t.rescore.changes;
   if (!repair) return true;
   if (t.peers().empty()) {
     log()->info("task {}: no peers left; forgotten", t.id().str());
@@ -561,7 +586,102 @@ bool engine::remove_peer(task& t, host_id h, std::string_view why, bool repair) 
     log()->info("task {}: source {} left; electing another", t.id().str(), h.str());
   ensure_source(t);
   reschedule_children_of(t, h);
+  if (was_gateway) check_gateway(t, zone, h);
   return true;
+}
+
+// ---------------------------------------------------------------- re-scoring
+
+void engine::queue_rescore(const task& t, peer& child, rescore_trigger why) {
+  if (child.rescore_queued || !child.needs_pieces()) return;
+  child.rescore_queued = true;
+  queue_.push_back({t.id(), child.host, why});
+}
+
+void engine::check_parents_after_piece(task& t, peer& child, std::uint32_t i) {
+  if (child.rescore_queued || !child.needs_pieces()) return;
+  for (const auto& h : child.parents) {
+    const peer* p = t.find_peer(h);
+    // A parent that did not hold i is as useful as before; a departed one
+    // had its children re-scored when it left.
+    if (p == nullptr || !p->finished.test(i)) continue;
+    if (!eval_.is_candidate(reg_, t, child, *p)) {
+      queue_rescore(t, child, rescore_trigger::event);
+      return;
+    }
+  }
+}
+
+void engine::check_gateway(task& t, const std::string& zone, const std::optional<host_id>& before) {
+  const peer* now = t.zone_gateway(zone);
+  if (now != nullptr && before && now->host == *before) return;
+  // The new gateway may now fetch across zones, the old one no longer does.
+  if (now != nullptr)
+    if (peer* q = t.find_peer(now->host)) queue_rescore(t, *q, rescore_trigger::event);
+  if (before)
+    if (peer* q = t.find_peer(*before)) queue_rescore(t, *q, rescore_trigger::event);
+}
+
+void engine::queue_short_of_parents(task& t) {
+  std::vector<host_id> hosts;
+  hosts.swap(t.rescore.short_of_parents);
+  for (const auto& h : hosts) {
+    peer* q = t.find_peer(h);
+    if (q == nullptr || !q->short_listed) continue;
+    q->short_listed = false;
+    if (q->parents.size() < eval_.options().parents_per_child)
+      queue_rescore(t, *q, rescore_trigger::short_of_parents);
+  }
+}
+
+void engine::queue_full_pass(time_point now) {
+  using secs = std::chrono::duration<double>;
+  const double elapsed = last_maintain_ ? secs(now - *last_maintain_).count() : 0.0;
+  last_maintain_ = now;
+  auto& tasks = reg_.tasks();
+  const auto peers = static_cast<double>(reg_.peer_count());
+  if (tasks.empty() || peers == 0) {
+    full_pass_credit_ = 0;
+    return;
+  }
+  const double period = std::max(secs(opts_.full_pass_period).count(), 1e-3);
+  const double rate = std::max(peers / period, opts_.full_pass_min_rate);
+  // At most one pass's worth waits: a stalled owner does not owe a burst.
+  full_pass_credit_ = std::min(full_pass_credit_ + std::max(elapsed, 0.0) * rate, peers);
+
+  auto it = tasks.lower_bound(full_pass_task_);
+  if (it == tasks.end() || it->first != full_pass_task_) full_pass_host_.reset();
+  // Each task at most once per call, so idle tasks do not make it spin.
+  for (std::size_t seen = 0; full_pass_credit_ >= 1 && seen <= tasks.size(); ++seen) {
+    if (it == tasks.end()) {
+      it = tasks.begin();
+      full_pass_host_.reset();
+    }
+    task& t = it->second;
+    auto& ps = t.peers();
+    auto pit = ps.begin();
+    if (full_pass_host_) {
+      pit = ps.upper_bound(*full_pass_host_);
+    } else if (t.rescore.changes == t.rescore.changes_at_full_pass) {
+      pit = ps.end();  // idle since the pass last went through it: nothing to gain
+    } else {
+      t.rescore.changes_at_full_pass = t.rescore.changes;
+    }
+    for (; pit != ps.end() && full_pass_credit_ >= 1; ++pit) {
+      full_pass_credit_ -= 1;
+      full_pass_host_ = pit->first;
+      queue_rescore(t, pit->second, rescore_trigger::full_pass);
+    }
+    full_pass_task_ = it->first;
+    if (pit != ps.end()) return;  // the credit ran out inside this task
+    full_pass_host_.reset();
+    ++it;
+    if (it != tasks.end()) full_pass_task_ = it->first;
+  }
+  if (it == tasks.end()) {
+    full_pass_task_ = task_id();
+    full_pass_host_.reset();
+  }
 }
 
 void engine::remove_host(const host_id& h, v1::Abort::Reason reason, const std::string& message) {
@@ -683,33 +803,40 @@ void engine::maintain() {
     if (t == nullptr) continue;
     check_stall(*t);
     ensure_source(*t);
+    // A new source is something to fetch from, like a peer's new pieces.
+    if (t->rescore.source_seen != t->source.current) {
+      t->rescore.source_seen = t->source.current;
+      t->rescore.new_supply = true;
+    }
+    if (t->rescore.new_supply) {
+      t->rescore.new_supply = false;
+      queue_short_of_parents(*t);
+    }
   }
   update_gauges();
-  // Re-scheduling every child scores up to candidate_limit parents for each:
-  // on 25,000 peers that is far too long to run between two events, so it
-  // runs in slices (sweep()); a sweep still going when the next tick comes
-  // carries on rather than starting over, so every child gets its turn.
-  if (sweep_next_ < sweep_.size()) return;
-  sweep_.clear();
-  sweep_next_ = 0;
-  for (const auto& [id, t] : reg_.tasks())
-    for (const auto& [h, q] : t.peers())
-      if (q.needs_pieces()) sweep_.emplace_back(id, h);
+  // Re-scoring every child scores up to candidate_limit parents for each, and
+  // on 25,000 peers a continuous sweep over all of them took up to half of
+  // the owner thread: children are re-scored when something changed for them
+  // (queued by the events), and only a slow full pass goes over the rest.
+  // Either way the work runs in slices (sweep()), and a queue still going
+  // when the next tick comes carries on.
+  queue_full_pass(now);
 }
 
 bool engine::sweep(std::size_t budget) {
-  for (std::size_t done = 0; sweep_next_ < sweep_.size() && done < budget; ++sweep_next_) {
-    const auto& [id, h] = sweep_[sweep_next_];
-    task* t = reg_.find_task(id);
+  for (std::size_t done = 0; queue_next_ < queue_.size() && done < budget; ++queue_next_) {
+    const queued_rescore& e = queue_[queue_next_];
+    task* t = reg_.find_task(e.task);
     if (t == nullptr) continue;
-    peer* q = t->find_peer(h);
-    if (q == nullptr) continue;
-    reschedule(*t, *q, false);
+    peer* q = t->find_peer(e.host);
+    // Gone, or re-scored since it was queued.
+    if (q == nullptr || !q->rescore_queued) continue;
+    reschedule(*t, *q, false, e.why);
     ++done;
   }
-  if (sweep_next_ < sweep_.size()) return true;
-  sweep_.clear();
-  sweep_next_ = 0;
+  if (queue_next_ < queue_.size()) return true;
+  queue_.clear();
+  queue_next_ = 0;
   return false;
 }
 
@@ -717,8 +844,20 @@ bool engine::sweep(std::size_t budget) {
 
 result<v1::AnnounceHostResponse> engine::announce_host(const v1::Host& h) {
   if (h.id().empty()) return error(errc::invalid_argument, "AnnounceHost without host.id");
-  const bool known = reg_.find_host(host_id(h.id())) != nullptr;
-  reg_.announce(h, clock_.now());
+  const host* before = reg_.find_host(host_id(h.id()));
+  const bool known = before != nullptr;
+  const bool new_addr = before == nullptr || before->info.peer_addr() != h.peer_addr();
+  const host& hh = reg_.announce(h, clock_.now());
+  // Peers registered before their host's address was known could not be
+  // anyone's parent: now they can.
+  if (new_addr && hh.can_serve()) {
+    for (const auto& tid : hh.tasks) {
+      if (task* t = reg_.find_task(tid)) {
+        t->rescore.new_supply = true;
+        ++t->rescore.changes;
+      }
+    }
+  }
   if (!known)
     log()->info("host {} announced: addr {} zone '{}' seed={}", h.id(), h.peer_addr(), h.zone(),
                 h.seed());

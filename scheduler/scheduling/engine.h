@@ -50,6 +50,12 @@ struct engine_options {
   std::string origin_zone;
   std::map<std::string, std::string> origin_zones;
   duration election_window = std::chrono::milliseconds(300);
+  // Children are re-scored when something changed for them (see maintain());
+  // under that, a full pass re-scores every child of a task that is not idle
+  // at least once per full_pass_period, and at least full_pass_min_rate
+  // children a second (so a small swarm is still re-scored about every tick).
+  duration full_pass_period = std::chrono::seconds(30);
+  double full_pass_min_rate = 256;
   evaluator_options evaluation;
 };
 
@@ -82,15 +88,23 @@ class engine {
   v1::ListTasksResponse list_tasks() const;
 
   // Periodic work (call every 1-2 s): host expiry, source stalls and pending
-  // elections, re-scheduling children when a better parent appears or one left.
+  // elections, re-scoring the children whose situation changed.
   // Equivalent to maintain() followed by sweep() until it returns false.
   void tick();
-  // tick() in slices, so events are decided between them: maintain() does
-  // the cheap part and starts a re-scheduling sweep over every child (unless
-  // the previous sweep is still going); sweep(budget) re-schedules up to
-  // `budget` children of it and returns whether some are left.
+  // tick() in slices, so events are decided between them. maintain() does the
+  // cheap part and queues children to re-score: those whose parent turned
+  // useless to them (queued by the event that did it), those with fewer than
+  // parents_per_child parents when their task gained pieces, peers or a
+  // source since the last maintain(), and the full pass's share (see
+  // engine_options::full_pass_period). A departing or failing parent's
+  // children and a child reporting a broken parent are re-scored at once.
+  // sweep(budget) re-scores up to `budget` queued children and returns
+  // whether some are left; a queue still going at the next maintain() carries
+  // on, and a child is queued once however many reasons it has.
   void maintain();
   bool sweep(std::size_t budget);
+  // Children waiting in the re-scoring queue (stale entries included).
+  std::size_t rescores_queued() const noexcept { return queue_.size() - queue_next_; }
   // Broadcasts every batched digest now.
   void flush_digests();
   // When the oldest batched digest is due, if any is waiting.
@@ -121,8 +135,19 @@ class engine {
   bool wait_for_origin_zone(task& t, const std::string& oz);
   void check_stall(task& t);
   // Sends child a new Parents if the choice changed (or always when forced).
-  void reschedule(task& t, peer& child, bool force);
+  void reschedule(task& t, peer& child, bool force, rescore_trigger why = rescore_trigger::event);
   void reschedule_children_of(task& t, const host_id& parent);
+
+  // --- incremental re-scoring (maintain() / sweep())
+  void queue_rescore(const task& t, peer& child, rescore_trigger why);
+  // After child gained piece i: queues it if a parent that held i has
+  // nothing left it lacks.
+  void check_parents_after_piece(task& t, peer& child, std::uint32_t i);
+  // Queues `zone`'s gateway and the one before it if they differ (a lower
+  // host id joined, or the gateway left or failed): it alone fetches across zones.
+  void check_gateway(task& t, const std::string& zone, const std::optional<host_id>& before);
+  void queue_short_of_parents(task& t);
+  void queue_full_pass(time_point now);
 
   // Removes a peer and repairs what depended on it (source, children, empty task).
   // repair=false only unlinks (the same host registers again at once). Returns false if
@@ -152,9 +177,21 @@ class engine {
   registry reg_;
   std::set<task_id> pending_digest_tasks_;
   std::set<task_id> pending_elections_;  // waiting for a peer in the origin zone
-  // The re-scheduling sweep in progress (maintain() / sweep()).
-  std::vector<std::pair<task_id, host_id>> sweep_;
-  std::size_t sweep_next_ = 0;
+  // Children to re-score, in order (maintain() / sweep()); each child at most
+  // once (peer::rescore_queued), entries of departed peers are skipped.
+  struct queued_rescore {
+    task_id task;
+    host_id host;
+    rescore_trigger why;
+  };
+  std::vector<queued_rescore> queue_;
+  std::size_t queue_next_ = 0;
+  // The full pass's place (the last child it visited; none: the start of
+  // full_pass_task_) and the children it may still visit, earned with time.
+  task_id full_pass_task_;
+  std::optional<host_id> full_pass_host_;
+  double full_pass_credit_ = 0;
+  std::optional<time_point> last_maintain_;
 };
 
 }  // namespace shoal::scheduler

@@ -12,6 +12,12 @@ metrics::family<metrics::counter>& decisions_family(metrics::registry& reg) {
                          "Decisions sent to peers, by kind.", {"kind"});
 }
 
+metrics::family<metrics::counter>& rescores_family(metrics::registry& reg) {
+  return reg.add_counter("shoal_scheduler_rescores_total",
+                         "Parent choices computed for children, by what triggered them.",
+                         {"trigger"});
+}
+
 }  // namespace
 
 scheduler_metrics::scheduler_metrics(metrics::registry& reg)
@@ -24,12 +30,11 @@ scheduler_metrics::scheduler_metrics(metrics::registry& reg)
       digests(decisions_family(reg).with({"digests"})),
       aborts(decisions_family(reg).with({"abort"})),
       stop_from_origin(decisions_family(reg).with({"stop_from_origin"})),
-      decision_latency(
-          reg.add_histogram("shoal_scheduler_decision_latency_seconds",
-                            "Time from receiving a peer event to having decided on it "
-                            "(queueing on the owner thread included).",
-                            metrics::exponential_buckets(0.00001, 4, 10))
-              .with()),
+      decision_latency(reg.add_histogram("shoal_scheduler_decision_latency_seconds",
+                                         "Time from receiving a peer event to having decided on it "
+                                         "(queueing on the owner thread included).",
+                                         metrics::exponential_buckets(0.00001, 4, 10))
+                           .with()),
       source_elections(reg.add_counter("shoal_scheduler_source_elections_total",
                                        "Source peers elected (first and re-elections).")
                            .with()),
@@ -37,8 +42,10 @@ scheduler_metrics::scheduler_metrics(metrics::registry& reg)
                                      "Tasks dropped because their content failed verification.")
                          .with()),
       piece_failures(reg.add_counter("shoal_scheduler_piece_failures_total",
-                                     "PieceFailed reports from children, by reason.",
-                                     {"reason"})) {}
+                                     "PieceFailed reports from children, by reason.", {"reason"})),
+      rescore_event(rescores_family(reg).with({"event"})),
+      rescore_short_of_parents(rescores_family(reg).with({"short_of_parents"})),
+      rescore_full_pass(rescores_family(reg).with({"full_pass"})) {}
 
 void scheduler_metrics::count(const v1::Decision& d) {
   switch (d.decision_case()) {
@@ -48,6 +55,20 @@ void scheduler_metrics::count(const v1::Decision& d) {
     case v1::Decision::kAbort: aborts.inc(); break;
     case v1::Decision::kStopFromOrigin: stop_from_origin.inc(); break;
     case v1::Decision::DECISION_NOT_SET: break;
+  }
+}
+
+void scheduler_metrics::count(rescore_trigger why) {
+  switch (why) {
+    case rescore_trigger::event:
+      rescore_event.inc();
+      break;
+    case rescore_trigger::short_of_parents:
+      rescore_short_of_parents.inc();
+      break;
+    case rescore_trigger::full_pass:
+      rescore_full_pass.inc();
+      break;
   }
 }
 

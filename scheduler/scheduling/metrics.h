@@ -7,6 +7,9 @@
 
 namespace shoal::scheduler {
 
+// Why a child's parents were computed again (shoal_scheduler_rescores_total).
+enum class rescore_trigger { event, short_of_parents, full_pass };
+
 struct scheduler_metrics {
   explicit scheduler_metrics(metrics::registry& reg);
 
@@ -22,11 +25,16 @@ struct scheduler_metrics {
   metrics::counter& source_elections;
   metrics::counter& poisoned_tasks;
   metrics::family<metrics::counter>& piece_failures;
+  metrics::counter& rescore_event;             // rescores_total{trigger="event"}
+  metrics::counter& rescore_short_of_parents;  // rescores_total{trigger="short_of_parents"}
+  metrics::counter& rescore_full_pass;         // rescores_total{trigger="full_pass"}
 
   // Counts one decision by its kind.
   void count(const v1::Decision& d);
   // Counts one PieceFailed by its reason.
   void count(v1::PieceFailed::Reason r);
+  // Counts one re-scoring of a child by its trigger.
+  void count(rescore_trigger why);
 };
 
 }  // namespace shoal::scheduler

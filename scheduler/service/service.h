@@ -45,11 +45,11 @@ namespace shoal::scheduler {
 struct service_options {
   std::string listen = "0.0.0.0:7410";  // gRPC address; port 0 picks a free port
   duration tick_interval = std::chrono::seconds(1);
-  // The tick's re-scheduling sweep (engine::sweep) runs in slices of about
-  // `sweep_slice` owner time, one every `sweep_slice + sweep_pause`, and a
-  // slice stops after its first chunk (8 children) when events are waiting:
-  // events wait for at most one chunk, and the sweep takes at most about half
-  // the owner thread (on 25,000 peers a sweep then spans a few ticks).
+  // The children the tick queued for re-scoring (engine::sweep) are
+  // re-scored in slices of about `sweep_slice` owner time, one every
+  // `sweep_slice + sweep_pause`, and a slice stops after its first chunk (8
+  // children) when events are waiting: events wait for at most one chunk,
+  // and re-scoring takes at most about half the owner thread.
   duration sweep_slice = std::chrono::microseconds(1000);
   duration sweep_pause = std::chrono::microseconds(1000);
   preheat_options preheat;

@@ -1,0 +1,236 @@
+// Incremental re-scoring: children are re-scored when something changed for
+// them, plus a slow full pass; an idle task costs nothing.
+
+#include <catch2/catch.hpp>
+#include <chrono>
+
+#include "test/unit/scheduler/harness.h"
+
+using namespace shoal::scheduler;
+namespace v1 = shoal::v1;
+using namespace shoal::scheduler::test;
+using namespace std::chrono_literals;
+using D = v1::Decision;
+
+namespace {
+
+// The full pass off: only what events queue is re-scored.
+engine_options no_full_pass() {
+  engine_options o;
+  o.full_pass_period = std::chrono::hours(24 * 365);
+  o.full_pass_min_rate = 0;
+  return o;
+}
+
+// ... and one parent per child, chosen without jitter: whom it gets is foreseeable.
+engine_options one_parent() {
+  engine_options o = no_full_pass();
+  o.evaluation.parents_per_child = 1;
+  o.evaluation.w.jitter = 0;
+  return o;
+}
+
+double rescores(const fixture& f) {
+  return f.m.rescore_event.value() + f.m.rescore_short_of_parents.value() +
+         f.m.rescore_full_pass.value();
+}
+
+void run_maintain(fixture& f) {
+  f.e.maintain();
+  while (f.e.sweep(SIZE_MAX)) {
+  }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "rescore: a child whose only parent has nothing left it lacks is re-scored at the "
+    "next maintain, without a full pass",
+    "[scheduler][rescore]") {
+  fixture f(one_parent());
+  // a, the source, has little upload left; c has plenty: b prefers c.
+  f.announce("a", {.upload_limit = 1'000'000, .upload_rate = 990'000});
+  f.announce("b");
+  f.announce("c");
+  f.announce("d");
+  auto sa = f.join("a");
+  for (std::uint32_t i = 0; i < 10; ++i) f.finished(sa, i, sha(i));
+  auto sc = f.join("c", {.has_client = false});
+  f.finished(sc, 0, sha(0), "a");
+  f.finished(sc, 1, sha(1), "a");
+  auto sb = f.join("b", {.has_client = false});
+  auto pb = last_of(f.sink.take(sb), D::kParents);
+  REQUIRE(pb);
+  REQUIRE(hosts_of(pb->parents()) == std::vector<std::string>{"c"});
+  auto sd = f.join("d", {.has_client = false});  // its situation does not change below
+  run_maintain(f);
+  f.sink.clear();
+  const double before = rescores(f);
+
+  // b now holds everything c holds: c is of no use to it any more.
+  f.finished(sb, 0, sha(0), "c");
+  CHECK(f.e.rescores_queued() == 0);
+  f.finished(sb, 1, sha(1), "c");
+  CHECK(f.e.rescores_queued() == 1);
+  CHECK(f.sink.take(sb).empty());  // decided at the next maintain, not per event
+
+  run_maintain(f);
+  pb = last_of(f.sink.take(sb), D::kParents);
+  REQUIRE(pb);
+  CHECK(hosts_of(pb->parents()) == std::vector<std::string>{"a"});
+  // b alone was re-scored (b's new pieces are news to nobody short of parents).
+  CHECK(rescores(f) - before == 1);
+  CHECK(f.m.rescore_event.value() >= 1);
+  CHECK(f.m.rescore_full_pass.value() == 0);
+  CHECK(count_of(f.sink.take(sd), D::kParents) == 0);
+}
+
+TEST_CASE("rescore: an idle task costs no re-scoring", "[scheduler][rescore]") {
+  fixture f;  // default options: the full pass is on
+  for (auto h : {"a", "b", "c"}) f.announce(h);
+  auto sa = f.join("a");
+  for (std::uint32_t i = 0; i < 10; ++i) f.finished(sa, i, sha(i));
+  auto sb = f.join("b");
+  auto sc = f.join("c");
+  f.e.flush_digests();
+  // b and c have fewer parents than they want and wait for pieces: re-scoring
+  // them again gains nothing until something changes.
+  for (int i = 0; i < 3; ++i) {
+    f.clk.advance(1s);
+    f.e.tick();
+  }
+  f.sink.clear();
+  const double settled = rescores(f);
+  for (int i = 0; i < 60; ++i) {
+    f.clk.advance(1s);
+    for (auto h : {"a", "b", "c"}) f.announce(h);  // same heartbeat: no news
+    f.e.tick();
+  }
+  CHECK(rescores(f) == settled);
+  CHECK(f.sink.take(sb).empty());
+  CHECK(f.sink.take(sc).empty());
+
+  // Something happens: b gets a piece, c (short of parents) is looked at again
+  // and gets b.
+  f.finished(sb, 0, sha(0), "a");
+  f.clk.advance(1s);
+  f.e.tick();
+  CHECK(rescores(f) > settled);
+  auto pc = last_of(f.sink.take(sc), D::kParents);
+  REQUIRE(pc);
+  CHECK(hosts_of(pc->parents()) == std::vector<std::string>{"a", "b"});
+}
+
+TEST_CASE("rescore: children short of parents are re-scored when their task gains pieces",
+          "[scheduler][rescore]") {
+  fixture f(no_full_pass());
+  for (auto h : {"a", "b", "c", "d"}) f.announce(h);
+  auto sa = f.join("a");
+  auto sb = f.join("b", {.has_client = false});
+  auto sc = f.join("c", {.has_client = false});
+  f.join("d", {.has_client = false});
+  run_maintain(f);
+  f.sink.clear();
+  run_maintain(f);  // nothing new: nothing sent, nothing re-scored
+  CHECK(f.sink.take(sb).empty());
+  const double before = f.m.rescore_short_of_parents.value();
+  run_maintain(f);
+  CHECK(f.m.rescore_short_of_parents.value() == before);
+
+  f.finished(sa, 0, sha(0));
+  f.e.flush_digests();
+  f.finished(sc, 0, sha(0), "a");
+  f.sink.clear();
+  run_maintain(f);
+  auto pb = last_of(f.sink.take(sb), D::kParents);
+  REQUIRE(pb);
+  CHECK(hosts_of(pb->parents()) == std::vector<std::string>{"a", "c"});
+  // b, c and d were short of parents; a (the source) too: four looked at again.
+  CHECK(f.m.rescore_short_of_parents.value() - before == 4);
+}
+
+TEST_CASE("rescore: a peer whose host announces its address late becomes a parent",
+          "[scheduler][rescore]") {
+  std::vector<std::pair<std::uint32_t, std::string>> known;
+  for (std::uint32_t i = 0; i < 10; ++i) known.emplace_back(i, sha(i));
+  fixture f(no_full_pass());
+  f.announce("a");
+  f.announce("c");
+  f.join("a");
+  auto sc = f.join("c", {.has_client = false});
+  // b comes back from a restart with pieces 0..3 before its heartbeat: nobody
+  // can fetch from it yet.
+  f.join("b", {.has_client = false, .bitmap = std::string("\x0f", 1), .known = known});
+  run_maintain(f);
+  CHECK(hosts_of(last_of(f.sink.take(sc), D::kParents)->parents()) ==
+        std::vector<std::string>{"a"});
+  f.announce("b");
+  run_maintain(f);
+  auto pc = last_of(f.sink.take(sc), D::kParents);
+  REQUIRE(pc);
+  CHECK(hosts_of(pc->parents()) == std::vector<std::string>{"a", "b"});
+}
+
+TEST_CASE(
+    "rescore: the full pass goes over every child of a busy task once per period, in "
+    "slices",
+    "[scheduler][rescore]") {
+  engine_options o;
+  o.full_pass_period = 10s;
+  o.full_pass_min_rate = 0;
+  o.evaluation.parents_per_child = 1;  // nobody is short of parents: only the pass re-scores
+  fixture f(o);
+  f.announce("a");
+  auto sa = f.join("a");
+  for (std::uint32_t i = 0; i < 10; ++i) f.finished(sa, i, sha(i));
+  std::vector<stream_id> kids;
+  for (int i = 0; i < 19; ++i) {
+    const std::string h = "h" + std::to_string(100 + i);
+    f.announce(h);
+    kids.push_back(f.join(h, {.has_client = false}));
+  }
+  run_maintain(f);  // the first maintain earns no credit
+  CHECK(f.m.rescore_full_pass.value() == 0);
+  // 20 peers over 10 s: 2 a second (a needs nothing and is skipped).
+  for (int s = 1; s <= 10; ++s) {
+    f.clk.advance(1s);
+    f.finished(kids[static_cast<std::size_t>(s)], 0, sha(0), "a");  // the task is busy
+    f.e.maintain();
+    CHECK(f.e.rescores_queued() <= 2);
+    while (f.e.sweep(1)) {
+    }
+    if (s == 5) CHECK(f.m.rescore_full_pass.value() >= 8);
+  }
+  CHECK(f.m.rescore_full_pass.value() >= 19);
+  CHECK(f.m.rescore_full_pass.value() <= 21);
+}
+
+TEST_CASE(
+    "rescore: when a zone's gateway leaves, the next one is re-scored and fetches across "
+    "zones",
+    "[scheduler][rescore]") {
+  fixture f(one_parent());
+  f.announce("a", {.zone = "x"});
+  for (auto h : {"b", "c", "d"}) f.announce(h, {.zone = "y"});
+  auto sa = f.join("a");
+  for (std::uint32_t i = 0; i < 10; ++i) f.finished(sa, i, sha(i));
+  auto sb = f.join("b", {.has_client = false});  // y's gateway: fetches from a
+  auto sd = f.join("d", {.has_client = false});  // from b (its zone)
+  auto sc = f.join("c", {.has_client = false});  // from d (b already serves one)
+  CHECK(hosts_of(last_of(f.sink.take(sb), D::kParents)->parents()) ==
+        std::vector<std::string>{"a"});
+  CHECK(hosts_of(last_of(f.sink.take(sd), D::kParents)->parents()) ==
+        std::vector<std::string>{"b"});
+  REQUIRE(hosts_of(last_of(f.sink.take(sc), D::kParents)->parents()) ==
+          std::vector<std::string>{"d"});
+  run_maintain(f);
+  f.sink.clear();
+
+  f.e.on_stream_end(sb);
+  // c was not b's child; it is y's gateway now.
+  CHECK(f.sink.take(sc).empty());
+  run_maintain(f);
+  auto pc = last_of(f.sink.take(sc), D::kParents);
+  REQUIRE(pc);
+  CHECK(hosts_of(pc->parents()) == std::vector<std::string>{"a"});
+}
