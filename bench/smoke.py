@@ -4,7 +4,7 @@ runs from the build tree and checks that the JSON has its fields and sane
 values (counts, byte totals, positive times) — never timings against goals.
 
   bench/smoke.py datapath    p2p mode with a 64 MiB blob, one run
-  bench/smoke.py scheduler   50 hosts x 2 tasks x 20 peers, 5 s of load
+  bench/smoke.py scheduler   50 hosts x 2 tasks x 20 peers, 5 s of load (pinned with 2+ CPUs)
 """
 
 import json
@@ -56,10 +56,15 @@ def datapath(build: str, out: Path) -> None:
 
 
 def scheduler(build: str, out: Path) -> None:
+    pin = len(os.sched_getaffinity(0)) >= 2
     run([str(ROOT / "bench/scheduler/run"), "--hosts", "50", "--tasks", "2", "--peers", "20",
          "--pieces", "16", "--ramp-rate", "200", "--duration", "5", "--churn", "4", "--build-dir", build,
-         "--json", str(out)], timeout=120)
+         "--json", str(out)] + (["--pin"] if pin else []), timeout=120)
     j = json.loads(out.read_text())
+    if pin:
+        p = j["pinning"]
+        check(p["scheduler_cpus"] and p["generator_cpus"] and not p["shared"], "pinning recorded")
+    check(sum(j["rescores"].values()) > 0, "children re-scored (shoal_scheduler_rescores_total)")
     check(j["config"]["streams"] == 40, "stream count")
     lat = j["decision_latency"]
     check(lat["register"]["count"] == 40, f"register samples: {lat['register']['count']} of 40")
