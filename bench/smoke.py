@@ -64,7 +64,8 @@ def scheduler(build: str, out: Path) -> None:
     if pin:
         p = j["pinning"]
         check(p["scheduler_cpus"] and p["generator_cpus"] and not p["shared"], "pinning recorded")
-    check(sum(j["rescores"].values()) > 0, "children re-scored (shoal_scheduler_rescores_total)")
+    check(sum(j["parent_choices"].values()) > 0, "parent choices (shoal_scheduler_parent_choices_total)")
+    check(len(j["server_by_second"]) >= 3, "the scheduler's own latency per second")
     check(j["config"]["streams"] == 40, "stream count")
     lat = j["decision_latency"]
     check(lat["register"]["count"] == 40, f"register samples: {lat['register']['count']} of 40")

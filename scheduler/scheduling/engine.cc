@@ -244,7 +244,7 @@ void engine::on_register(stream_id s, const v1::Register& r) {
                                    : ": no piece is missing everywhere") +
                 ": fetch what you lack from parents"));
   }
-  if (t->source.current != hid) reschedule(*t, p, true);
+  if (t->source.current != hid) reschedule(*t, p, true, choice_trigger::registered);
   log()->info("{}: registered (holds {}/{} pieces, has_client={}, source={})", what,
               p.finished.count(), n, p.has_client, p.is_source);
 }
@@ -320,7 +320,7 @@ void engine::on_piece_failed(task& t, peer& child, const v1::PieceFailed& ev) {
   // kept serving.
   if (ev.reason() == v1::PieceFailed::UNAVAILABLE) return;
   if (peer* pp = t.find_peer(parent)) pp->record_failure(clock_.now(), eval_.options().failure_window);
-  reschedule(t, child, false);
+  reschedule(t, child, false, choice_trigger::piece_failed);
 }
 
 void engine::on_source_finished(task& t, peer& p, const v1::SourceFinished& ev) {
@@ -525,7 +525,7 @@ void engine::check_stall(task& t) {
 
 // ---------------------------------------------------------------- parents
 
-void engine::reschedule(task& t, peer& child, bool force, rescore_trigger why) {
+void engine::reschedule(task& t, peer& child, bool force, choice_trigger why) {
   child.rescore_queued = false;  // done now: a queued entry for it is skipped
   if (!child.needs_pieces()) return;
   metrics_.count(why);
@@ -543,7 +543,7 @@ void engine::reschedule_children_of(task& t, const host_id& parent) {
   // The children index, not a walk of every peer: a departing parent costs
   // O(its children). Same order as the walk was (host id).
   for (const auto& h : t.children_of(parent))
-    if (peer* q = t.find_peer(h)) reschedule(t, *q, false);
+    if (peer* q = t.find_peer(h)) reschedule(t, *q, false, choice_trigger::parent_gone);
 }
 
 v1::Decision engine::parents_decision(const task& t, const std::vector<host_id>& parents) const {
@@ -592,7 +592,7 @@ bool engine::remove_peer(task& t, host_id h, std::string_view why, bool repair) 
 
 // ---------------------------------------------------------------- re-scoring
 
-void engine::queue_rescore(const task& t, peer& child, rescore_trigger why) {
+void engine::queue_rescore(const task& t, peer& child, choice_trigger why) {
   if (child.rescore_queued || !child.needs_pieces()) return;
   child.rescore_queued = true;
   queue_.push_back({t.id(), child.host, why});
@@ -606,7 +606,7 @@ void engine::check_parents_after_piece(task& t, peer& child, std::uint32_t i) {
     // had its children re-scored when it left.
     if (p == nullptr || !p->finished.test(i)) continue;
     if (!eval_.is_candidate(reg_, t, child, *p)) {
-      queue_rescore(t, child, rescore_trigger::event);
+      queue_rescore(t, child, choice_trigger::parent_useless);
       return;
     }
   }
@@ -617,9 +617,9 @@ void engine::check_gateway(task& t, const std::string& zone, const std::optional
   if (now != nullptr && before && now->host == *before) return;
   // The new gateway may now fetch across zones, the old one no longer does.
   if (now != nullptr)
-    if (peer* q = t.find_peer(now->host)) queue_rescore(t, *q, rescore_trigger::event);
+    if (peer* q = t.find_peer(now->host)) queue_rescore(t, *q, choice_trigger::gateway);
   if (before)
-    if (peer* q = t.find_peer(*before)) queue_rescore(t, *q, rescore_trigger::event);
+    if (peer* q = t.find_peer(*before)) queue_rescore(t, *q, choice_trigger::gateway);
 }
 
 void engine::queue_short_of_parents(task& t) {
@@ -630,7 +630,7 @@ void engine::queue_short_of_parents(task& t) {
     if (q == nullptr || !q->short_listed) continue;
     q->short_listed = false;
     if (q->parents.size() < eval_.options().parents_per_child)
-      queue_rescore(t, *q, rescore_trigger::short_of_parents);
+      queue_rescore(t, *q, choice_trigger::short_of_parents);
   }
 }
 
@@ -670,7 +670,7 @@ void engine::queue_full_pass(time_point now) {
     for (; pit != ps.end() && full_pass_credit_ >= 1; ++pit) {
       full_pass_credit_ -= 1;
       full_pass_host_ = pit->first;
-      queue_rescore(t, pit->second, rescore_trigger::full_pass);
+      queue_rescore(t, pit->second, choice_trigger::full_pass);
     }
     full_pass_task_ = it->first;
     if (pit != ps.end()) return;  // the credit ran out inside this task

@@ -135,11 +135,11 @@ class engine {
   bool wait_for_origin_zone(task& t, const std::string& oz);
   void check_stall(task& t);
   // Sends child a new Parents if the choice changed (or always when forced).
-  void reschedule(task& t, peer& child, bool force, rescore_trigger why = rescore_trigger::event);
+  void reschedule(task& t, peer& child, bool force, choice_trigger why = choice_trigger::other);
   void reschedule_children_of(task& t, const host_id& parent);
 
   // --- incremental re-scoring (maintain() / sweep())
-  void queue_rescore(const task& t, peer& child, rescore_trigger why);
+  void queue_rescore(const task& t, peer& child, choice_trigger why);
   // After child gained piece i: queues it if a parent that held i has
   // nothing left it lacks.
   void check_parents_after_piece(task& t, peer& child, std::uint32_t i);
@@ -182,7 +182,7 @@ class engine {
   struct queued_rescore {
     task_id task;
     host_id host;
-    rescore_trigger why;
+    choice_trigger why;
   };
   std::vector<queued_rescore> queue_;
   std::size_t queue_next_ = 0;

@@ -12,10 +12,17 @@ metrics::family<metrics::counter>& decisions_family(metrics::registry& reg) {
                          "Decisions sent to peers, by kind.", {"kind"});
 }
 
-metrics::family<metrics::counter>& rescores_family(metrics::registry& reg) {
-  return reg.add_counter("shoal_scheduler_rescores_total",
-                         "Parent choices computed for children, by what triggered them.",
-                         {"trigger"});
+std::array<metrics::counter*, kChoiceTriggers> choices_family(metrics::registry& reg) {
+  auto& f = reg.add_counter(
+      "shoal_scheduler_parent_choices_total",
+      "Parent choices computed for downloading peers, by what triggered them.", {"trigger"});
+  // In choice_trigger's order.
+  const char* names[kChoiceTriggers] = {"registered",     "parent_gone", "piece_failed",
+                                        "parent_useless", "gateway",     "short_of_parents",
+                                        "full_pass",      "other"};
+  std::array<metrics::counter*, kChoiceTriggers> out{};
+  for (std::size_t i = 0; i < kChoiceTriggers; ++i) out[i] = &f.with({names[i]});
+  return out;
 }
 
 }  // namespace
@@ -43,9 +50,7 @@ scheduler_metrics::scheduler_metrics(metrics::registry& reg)
                          .with()),
       piece_failures(reg.add_counter("shoal_scheduler_piece_failures_total",
                                      "PieceFailed reports from children, by reason.", {"reason"})),
-      rescore_event(rescores_family(reg).with({"event"})),
-      rescore_short_of_parents(rescores_family(reg).with({"short_of_parents"})),
-      rescore_full_pass(rescores_family(reg).with({"full_pass"})) {}
+      parent_choices(choices_family(reg)) {}
 
 void scheduler_metrics::count(const v1::Decision& d) {
   switch (d.decision_case()) {
@@ -55,20 +60,6 @@ void scheduler_metrics::count(const v1::Decision& d) {
     case v1::Decision::kAbort: aborts.inc(); break;
     case v1::Decision::kStopFromOrigin: stop_from_origin.inc(); break;
     case v1::Decision::DECISION_NOT_SET: break;
-  }
-}
-
-void scheduler_metrics::count(rescore_trigger why) {
-  switch (why) {
-    case rescore_trigger::event:
-      rescore_event.inc();
-      break;
-    case rescore_trigger::short_of_parents:
-      rescore_short_of_parents.inc();
-      break;
-    case rescore_trigger::full_pass:
-      rescore_full_pass.inc();
-      break;
   }
 }
 

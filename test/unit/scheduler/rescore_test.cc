@@ -30,10 +30,14 @@ engine_options one_parent() {
   return o;
 }
 
+// Parent choices computed so far, whatever triggered them.
 double rescores(const fixture& f) {
-  return f.m.rescore_event.value() + f.m.rescore_short_of_parents.value() +
-         f.m.rescore_full_pass.value();
+  double n = 0;
+  for (const auto* c : f.m.parent_choices) n += c->value();
+  return n;
 }
+
+double choices(const fixture& f, choice_trigger why) { return f.m.choices(why); }
 
 void run_maintain(fixture& f) {
   f.e.maintain();
@@ -80,8 +84,8 @@ TEST_CASE(
   CHECK(hosts_of(pb->parents()) == std::vector<std::string>{"a"});
   // b alone was re-scored (b's new pieces are news to nobody short of parents).
   CHECK(rescores(f) - before == 1);
-  CHECK(f.m.rescore_event.value() >= 1);
-  CHECK(f.m.rescore_full_pass.value() == 0);
+  CHECK(choices(f, choice_trigger::parent_useless) == 1);
+  CHECK(choices(f, choice_trigger::full_pass) == 0);
   CHECK(count_of(f.sink.take(sd), D::kParents) == 0);
 }
 
@@ -133,9 +137,9 @@ TEST_CASE("rescore: children short of parents are re-scored when their task gain
   f.sink.clear();
   run_maintain(f);  // nothing new: nothing sent, nothing re-scored
   CHECK(f.sink.take(sb).empty());
-  const double before = f.m.rescore_short_of_parents.value();
+  const double before = choices(f, choice_trigger::short_of_parents);
   run_maintain(f);
-  CHECK(f.m.rescore_short_of_parents.value() == before);
+  CHECK(choices(f, choice_trigger::short_of_parents) == before);
 
   f.finished(sa, 0, sha(0));
   f.e.flush_digests();
@@ -146,7 +150,7 @@ TEST_CASE("rescore: children short of parents are re-scored when their task gain
   REQUIRE(pb);
   CHECK(hosts_of(pb->parents()) == std::vector<std::string>{"a", "c"});
   // b, c and d were short of parents; a (the source) too: four looked at again.
-  CHECK(f.m.rescore_short_of_parents.value() - before == 4);
+  CHECK(choices(f, choice_trigger::short_of_parents) - before == 4);
 }
 
 TEST_CASE("rescore: a peer whose host announces its address late becomes a parent",
@@ -190,7 +194,7 @@ TEST_CASE(
     kids.push_back(f.join(h, {.has_client = false}));
   }
   run_maintain(f);  // the first maintain earns no credit
-  CHECK(f.m.rescore_full_pass.value() == 0);
+  CHECK(choices(f, choice_trigger::full_pass) == 0);
   // 20 peers over 10 s: 2 a second (a needs nothing and is skipped).
   for (int s = 1; s <= 10; ++s) {
     f.clk.advance(1s);
@@ -199,10 +203,10 @@ TEST_CASE(
     CHECK(f.e.rescores_queued() <= 2);
     while (f.e.sweep(1)) {
     }
-    if (s == 5) CHECK(f.m.rescore_full_pass.value() >= 8);
+    if (s == 5) CHECK(choices(f, choice_trigger::full_pass) >= 8);
   }
-  CHECK(f.m.rescore_full_pass.value() >= 19);
-  CHECK(f.m.rescore_full_pass.value() <= 21);
+  CHECK(choices(f, choice_trigger::full_pass) >= 19);
+  CHECK(choices(f, choice_trigger::full_pass) <= 21);
 }
 
 TEST_CASE(
