@@ -75,11 +75,20 @@ def test_interrupted_run_removes_everything(tmp_path):
                                text=True).stdout.strip() for n in ns if n.endswith("-n2"))
         h.wait_until(daemons_up, timeout=90)
         time.sleep(2)
+        # `ip netns pids` walks /proc and can come back empty on a busy
+        # machine: look again for a while, and say why if the run ended
         pids = []
-        for n in namespaces(p.pid):
-            pids += subprocess.run(["ip", "netns", "pids", n], capture_output=True,
-                                   text=True).stdout.split()
-        assert pids
+        deadline = time.monotonic() + 15
+        while not pids and p.poll() is None and time.monotonic() < deadline:
+            for n in namespaces(p.pid):
+                pids += subprocess.run(["ip", "netns", "pids", n], capture_output=True,
+                                       text=True).stdout.split()
+            if not pids:
+                time.sleep(0.2)
+        if not pids:
+            out = p.communicate(timeout=60)[0] if p.poll() is not None else ""
+            raise AssertionError(f"no process in the benchmark's namespaces (exit {p.poll()}):\n"
+                                 f"{out[-3000:]}")
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=60)
     finally:
