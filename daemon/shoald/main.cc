@@ -58,6 +58,7 @@ struct flags {
   std::string zone;
   bool seed = false;
   std::string upload_rate_limit = "0";
+  std::string link_rate = "0";
   std::uint32_t upload_slots = 8;
   bool no_back_to_source = false;
   std::string log_level = "info";
@@ -146,6 +147,10 @@ int main(int argc, char** argv) {
   app.add_option("--upload-rate-limit", f.upload_rate_limit,
                  "Bytes per second for uploads to other daemons (e.g. 25MiB); 0 = unlimited")
       ->capture_default_str();
+  app.add_option("--link-rate", f.link_rate,
+                 "Bytes per second of this host's network link (e.g. 1250MB for 10 Gbit/s), told "
+                 "to the scheduler: it elects the fastest peer as a blob's source; 0 = not told")
+      ->capture_default_str();
   app.add_option("--upload-slots", f.upload_slots,
                  "Concurrent piece uploads; more requests get 503 at once")
       ->capture_default_str()
@@ -183,6 +188,8 @@ int main(int argc, char** argv) {
   if (!peer_ep) return fail("--peer-listen: " + peer_ep.error().message);
   auto up_rate = shoal::parse_bytes(f.upload_rate_limit);
   if (!up_rate) return fail("--upload-rate-limit: " + up_rate.error().message);
+  auto link_rate = shoal::parse_bytes(f.link_rate);
+  if (!link_rate) return fail("--link-rate: " + link_rate.error().message);
   const bool swarm_mode = !f.schedulers.empty();
   if (swarm_mode) {
     // HOST may be a DNS name (gRPC resolves it; e.g. a StatefulSet pod's
@@ -276,6 +283,7 @@ int main(int argc, char** argv) {
         h.set_seed(f.seed);
         h.set_upload_rate_limit(*up_rate);
         h.set_download_rate_limit(*rate);
+        h.set_link_rate(*link_rate);
         h.set_upload_slots(pieces->slots());
         h.set_upload_slots_in_use(pieces->slots_in_use());
         h.set_upload_rate(pieces->recent_rate());

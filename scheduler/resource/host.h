@@ -27,6 +27,10 @@ struct host {
   bool expired(time_point now, duration ttl) const { return now - last_seen > ttl; }
   // Other peers can fetch from it only once it has told us its piece server address.
   bool can_serve() const { return !info.peer_addr().empty(); }
+  // How fast this host can take a blob from origin and pass it on, for the
+  // source election: the slowest of its announced link rate and rate
+  // limits; UINT64_MAX when it announced none (not known to be slow).
+  std::uint64_t source_rate() const;
   // Upload bandwidth left in bytes/s (limit minus current rate; 0 limit = kUnlimitedRate).
   std::uint64_t free_upload() const;
   // Fraction of upload slots free, 1 when the host does not report slots.

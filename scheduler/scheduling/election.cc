@@ -10,9 +10,10 @@ std::optional<host_id> elect_source(const registry& reg, const task& t, election
   // Larger is better for the flags; smaller seq (earlier) wins ties.
   auto rank = [&](const peer& p, const host& h) {
     const bool near_origin = !origin_zone.empty() && h.info.zone() == origin_zone;
-    return std::make_tuple(p.was_source, h.can_serve(), h.info.seed(), near_origin, p.has_client);
+    return std::make_tuple(p.was_source, h.can_serve(), h.info.seed(), near_origin, h.source_rate(),
+                           p.has_client);
   };
-  std::tuple<bool, bool, bool, bool, bool> best_rank{};
+  std::tuple<bool, bool, bool, bool, std::uint64_t, bool> best_rank{};
   for (const auto& [hid, p] : t.peers()) {
     if (p.state != peer_state::running) continue;
     if (t.source.excluded.contains(hid)) continue;

@@ -21,8 +21,10 @@ enum class election_mode {
 // Picks the source among the task's running peers, skipping hosts in
 // t.source.excluded and `also_exclude`. Order: the previous scheduler's source
 // (was_source), then peers other peers can fetch from (announced address),
-// then seed hosts, then has_client, then earliest registration.
-// With origin_zone set, a peer in that zone comes after seeds and before
+// then seed hosts, then the origin zone, then the faster host, then
+// has_client, then earliest registration.
+// With origin_zone set, a peer in that zone comes after seeds; then the
+// faster host (host::source_rate: announced link rate and rate limits), then
 // has_client (see engine_options::origin_zone).
 std::optional<host_id> elect_source(const registry& reg, const task& t, election_mode mode,
                                     const host_id* also_exclude = nullptr,

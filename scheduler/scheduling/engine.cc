@@ -414,9 +414,9 @@ void engine::ensure_source(task& t) {
     return;
   }
   peer& p = *t.find_peer(*h);
-  if (mode == election_mode::initial && !oz.empty()) {
+  if (mode == election_mode::initial && !p.was_source) {
     const host* hh = reg_.host_of(p);
-    if ((hh == nullptr || hh->info.zone() != oz) && wait_for_origin_zone(t, oz)) return;
+    if (hh != nullptr && wait_for_better_source(t, *hh, oz)) return;
   }
   make_source(t, p, missing);
 }
@@ -427,25 +427,29 @@ const std::string& engine::origin_zone_of(const task& t) const {
   return opts_.origin_zone;
 }
 
-bool engine::wait_for_origin_zone(task& t, const std::string& oz) {
+bool engine::wait_for_better_source(task& t, const host& best, const std::string& oz) {
   const time_point now = clock_.now();
+  if (t.source.election_due && now >= *t.source.election_due) return false;
+  // What the election ranks after the previous source and an address.
+  auto key = [&](const host& h) {
+    return std::make_tuple(h.info.seed(), !oz.empty() && h.info.zone() == oz, h.source_rate());
+  };
+  const auto mine = key(best);
+  const bool better_known =
+      std::any_of(reg_.hosts().begin(), reg_.hosts().end(),
+                  [&](const auto& kv) { return kv.second.can_serve() && key(kv.second) > mine; });
+  if (!better_known) return false;
   if (!t.source.election_due) {
-    // Worth waiting only if a host of that zone could register this task.
-    bool known = false;
-    for (const auto& [id, h] : reg_.hosts())
-      if (h.info.zone() == oz && h.can_serve()) {
-        known = true;
-        break;
-      }
-    if (!known) return false;
     t.source.election_due = now + opts_.election_window;
     pending_elections_.insert(t.id());
     log()->info(
-        "task {}: waiting up to {} ms for a peer in origin zone '{}' to elect as source",
+        "task {}: waiting up to {} ms for a peer in origin zone '{}' or faster than host "
+        "{} to elect as source",
         t.id().str(),
-        std::chrono::duration_cast<std::chrono::milliseconds>(opts_.election_window).count(), oz);
+        std::chrono::duration_cast<std::chrono::milliseconds>(opts_.election_window).count(), oz,
+        best.id.str());
   }
-  return now < *t.source.election_due;
+  return true;
 }
 
 std::optional<time_point> engine::next_election() const {

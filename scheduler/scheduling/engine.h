@@ -130,9 +130,11 @@ class engine {
   void ensure_source(task& t);
   void make_source(task& t, peer& p, const bitmap& missing);
   const std::string& origin_zone_of(const task& t) const;
-  // Whether t's first election waits for a peer in origin zone oz (the
-  // window opens at the first call).
-  bool wait_for_origin_zone(task& t, const std::string& oz);
+  // Whether t's first election, whose best peer so far is on host `best`,
+  // waits for a better one: a known host is a seed, in origin zone oz, or
+  // faster (host::source_rate) where best is not. The window opens at the
+  // first call.
+  bool wait_for_better_source(task& t, const host& best, const std::string& oz);
   void check_stall(task& t);
   // Sends child a new Parents if the choice changed (or always when forced).
   void reschedule(task& t, peer& child, bool force, choice_trigger why = choice_trigger::other);

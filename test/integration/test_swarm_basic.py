@@ -236,24 +236,33 @@ def test_a_child_leaves_the_whole_blob_hash_to_the_seal(registry, scheduler_fact
     assert b.metric("shoal_blob_hash_bytes_total") == 0
 
 
+def first_asks_second_reads(registry, test_dir, sched, shoald_factory, repo, first_args,
+                            second_args):
+    """`first` asks for a blob, `second` a second later; returns both daemons
+    after checking both got it and which one read origin (returned)."""
+    size = 16 * h.MiB
+    digest, _ = registry.push_random_blob(repo, size, test_dir)
+    common = dict(insecure=[registry.hostport], default_registry=registry.hostport)
+    first = shoald_factory(name="first", extra_args=h.swarm_args(sched, first_args), **common)
+    second = shoald_factory(name="second", extra_args=h.swarm_args(sched, second_args), **common)
+    with cf.ThreadPoolExecutor(2) as ex:
+        f1 = ex.submit(first.get_blob, repo, digest, None, None, 60)
+        time.sleep(1.0)  # first registered and waits for the election
+        assert first.metric("shoal_source_bytes_total") == 0
+        f2 = ex.submit(second.get_blob, repo, digest, None, None, 60)
+        r1, r2 = f1.result(timeout=70), f2.result(timeout=70)
+    assert r1.digest == digest and r2.digest == digest, (r1.error, r2.error)
+    return first, second, size
+
+
 def test_the_source_is_elected_in_the_origin_zone(registry, scheduler_factory, shoald_factory,
                                                   test_dir):
     """With --origin-zone, a task's source is a peer of that zone, even when a
     peer of another zone asked first: the scheduler waits for one (up to
     --election-window), and without one elects the other zone's peer."""
-    size = 16 * h.MiB
-    digest, _ = registry.push_random_blob("models/zone", size, test_dir)
     sched = scheduler_factory(extra_args=["--origin-zone", "a", "--election-window", "3"])
-    common = dict(insecure=[registry.hostport], default_registry=registry.hostport)
-    far = shoald_factory(name="far", extra_args=h.swarm_args(sched, ["--zone", "b"]), **common)
-    near = shoald_factory(name="near", extra_args=h.swarm_args(sched, ["--zone", "a"]), **common)
-    with cf.ThreadPoolExecutor(2) as ex:
-        f_far = ex.submit(far.get_blob, "models/zone", digest, None, None, 60)
-        time.sleep(1.0)  # far registered first and waits for the election
-        assert far.metric("shoal_source_bytes_total") == 0
-        f_near = ex.submit(near.get_blob, "models/zone", digest, None, None, 60)
-        r_far, r_near = f_far.result(timeout=70), f_near.result(timeout=70)
-    assert r_far.digest == digest and r_near.digest == digest, (r_far.error, r_near.error)
+    far, near, size = first_asks_second_reads(registry, test_dir, sched, shoald_factory,
+                                              "models/zone", ["--zone", "b"], ["--zone", "a"])
     assert near.metric("shoal_source_bytes_total") == size
     assert far.metric("shoal_source_bytes_total") == 0 and h.peer_bytes(far) == size
 
@@ -265,6 +274,18 @@ def test_the_source_is_elected_in_the_origin_zone(registry, scheduler_factory, s
     assert r.status == 200 and r.digest == digest2, (r.error, far.log_tail())
     assert far.metric("shoal_source_bytes_total") == 4 * h.MiB
     assert 3.0 <= took < 10, f"took {took:.1f}s with a 3 s election window"
+
+
+def test_the_source_is_the_fastest_announced_host(registry, scheduler_factory, shoald_factory,
+                                                  test_dir):
+    """shoald --link-rate reaches the scheduler, which elects the faster host's
+    peer as the source although the slower one asked first."""
+    sched = scheduler_factory(extra_args=["--election-window", "3"])
+    slow, fast, size = first_asks_second_reads(registry, test_dir, sched, shoald_factory,
+                                               "models/fast", ["--link-rate", "10MiB"],
+                                               ["--link-rate", "1GiB"])
+    assert fast.metric("shoal_source_bytes_total") == size
+    assert slow.metric("shoal_source_bytes_total") == 0 and h.peer_bytes(slow) == size
 
 
 def test_a_finished_source_still_sends_each_piece_once(registry, scheduler_factory,

@@ -114,6 +114,32 @@ TEST_CASE("election: the first source is one of the origin zone's peers, waited 
   CHECK(f.m.source_elections.value() == 1);
 }
 
+TEST_CASE("election: the first source is the fastest announced host's peer, waited for",
+          "[scheduler][engine][election]") {
+  constexpr std::uint64_t MiB = 1 << 20;
+  fixture f;
+  f.announce("slow", {.link_rate = 6 * MiB});
+  f.announce("fast", {.link_rate = 25 * MiB});
+  f.announce("limited", {.upload_limit = 10 * MiB, .link_rate = 100 * MiB});
+  auto s_slow = f.join("slow");
+  CHECK(count_of(f.sink.take(s_slow), D::kFromOrigin) == 0);
+  auto s_limited = f.join("limited");  // 10 MiB/s: its upload limit counts
+  CHECK(count_of(f.sink.take(s_limited), D::kFromOrigin) == 0);
+  auto s_fast = f.join("fast");  // the fastest known host: elected at once
+  CHECK(count_of(f.sink.take(s_fast), D::kFromOrigin) == 1);
+  CHECK(hosts_of(last_of(f.sink.take(s_slow), D::kParents)->parents()) ==
+        std::vector<std::string>{"fast"});
+  SECTION("hosts that announce no rate are not taken for slow") {
+    fixture g;
+    g.announce("told", {.link_rate = 25 * MiB});
+    g.announce("untold");
+    auto s = g.join("told");
+    CHECK(count_of(g.sink.take(s), D::kFromOrigin) == 0);  // "untold" may be faster
+    auto u = g.join("untold");
+    CHECK(count_of(g.sink.take(u), D::kFromOrigin) == 1);
+  }
+}
+
 TEST_CASE("election: another zone's peer once the window passes, or when the zone has no host",
           "[scheduler][engine][election]") {
   engine_options o;

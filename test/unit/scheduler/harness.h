@@ -85,6 +85,7 @@ struct host_spec {
   bool seed = false;
   std::uint64_t upload_limit = 0;
   std::uint64_t upload_rate = 0;
+  std::uint64_t link_rate = 0;
 };
 
 struct register_spec {
@@ -110,6 +111,7 @@ struct fixture {
     info.set_seed(h.seed);
     info.set_upload_rate_limit(h.upload_limit);
     info.set_upload_rate(h.upload_rate);
+    info.set_link_rate(h.link_rate);
     auto r = e.announce_host(info);
     REQUIRE(r);
   }
