@@ -494,10 +494,23 @@ class Registry:
         return {"Authorization": basic_auth(self.user, self.password)}
 
     def start(self, timeout: float = 30.0) -> "Registry":
-        self.proc = Proc("registry", ["docker-registry", "serve", self.config_path],
-                         self.log_path)
         ok = (200, 401) if self.user else (200,)
-        wait_http_ok("127.0.0.1", self.port, "/v2/", timeout, self.proc, ok=ok)
+        for attempt in range(3):
+            self.proc = Proc("registry", ["docker-registry", "serve", self.config_path],
+                             self.log_path)
+            try:
+                wait_http_ok("127.0.0.1", self.port, "/v2/", timeout, self.proc, ok=ok)
+                return self
+            except RuntimeError:
+                # free_port() finds a port in the ephemeral range, where another
+                # test's outgoing connection can take it before the registry binds
+                if attempt == 2 or self.proc.alive() or \
+                        "address already in use" not in self.proc.log_tail():
+                    raise
+                old = f"addr: 127.0.0.1:{self.port}\n"
+                self.port = free_port()
+                self.config_path.write_text(self.config_path.read_text().replace(
+                    old, f"addr: 127.0.0.1:{self.port}\n"))
         return self
 
     def stop(self) -> None:
