@@ -44,9 +44,10 @@ struct engine_options {
   // nearest to it), "" if unknown; origin_zones maps one registry
   // (HOST[:PORT] as in Origin.registry) to its zone. A task's first source is
   // elected in that zone: a source elsewhere pulls every byte across the
-  // link between zones and the origin zone's peers pull it back. When the
-  // first candidate is in another zone while a host of the origin zone is
-  // known, the election waits up to election_window for one of its peers.
+  // link between zones and the origin zone's peers pull it back. When a
+  // known host would be a better first source (a seed, in the origin zone,
+  // or faster: host::source_rate) than the best peer so far, the election
+  // waits up to election_window for one of its peers.
   std::string origin_zone;
   std::map<std::string, std::string> origin_zones;
   duration election_window = std::chrono::milliseconds(300);
