@@ -4,16 +4,19 @@
 
 namespace shoal::scheduler {
 
+host_rank source_host_rank(const host& h, std::string_view origin_zone) {
+  return {h.info.seed(), !origin_zone.empty() && h.info.zone() == origin_zone, h.source_rate()};
+}
+
 std::optional<host_id> elect_source(const registry& reg, const task& t, election_mode mode,
                                     const host_id* also_exclude, std::string_view origin_zone) {
   const peer* best = nullptr;
   // Larger is better for the flags; smaller seq (earlier) wins ties.
   auto rank = [&](const peer& p, const host& h) {
-    const bool near_origin = !origin_zone.empty() && h.info.zone() == origin_zone;
-    return std::make_tuple(p.was_source, h.can_serve(), h.info.seed(), near_origin, h.source_rate(),
+    return std::make_tuple(p.was_source, h.can_serve(), source_host_rank(h, origin_zone),
                            p.has_client);
   };
-  std::tuple<bool, bool, bool, bool, std::uint64_t, bool> best_rank{};
+  std::tuple<bool, bool, host_rank, bool> best_rank{};
   for (const auto& [hid, p] : t.peers()) {
     if (p.state != peer_state::running) continue;
     if (t.source.excluded.contains(hid)) continue;

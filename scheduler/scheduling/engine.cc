@@ -430,14 +430,11 @@ const std::string& engine::origin_zone_of(const task& t) const {
 bool engine::wait_for_better_source(task& t, const host& best, const std::string& oz) {
   const time_point now = clock_.now();
   if (t.source.election_due && now >= *t.source.election_due) return false;
-  // What the election ranks after the previous source and an address.
-  auto key = [&](const host& h) {
-    return std::make_tuple(h.info.seed(), !oz.empty() && h.info.zone() == oz, h.source_rate());
-  };
-  const auto mine = key(best);
+  const host_rank mine = source_host_rank(best, oz);
   const bool better_known =
-      std::any_of(reg_.hosts().begin(), reg_.hosts().end(),
-                  [&](const auto& kv) { return kv.second.can_serve() && key(kv.second) > mine; });
+      std::any_of(reg_.hosts().begin(), reg_.hosts().end(), [&](const auto& kv) {
+        return kv.second.can_serve() && source_host_rank(kv.second, oz) > mine;
+      });
   if (!better_known) return false;
   if (!t.source.election_due) {
     t.source.election_due = now + opts_.election_window;
