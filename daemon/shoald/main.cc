@@ -59,7 +59,7 @@ struct flags {
   bool seed = false;
   std::string upload_rate_limit = "0";
   std::string link_rate = "0";
-  std::uint32_t upload_slots = 8;
+  std::uint32_t upload_slots = 4;
   bool no_back_to_source = false;
   std::string log_level = "info";
 };
@@ -152,7 +152,8 @@ int main(int argc, char** argv) {
                  "to the scheduler: it elects the fastest peer as a blob's source; 0 = not told")
       ->capture_default_str();
   app.add_option("--upload-slots", f.upload_slots,
-                 "Concurrent piece uploads; more requests get 503 at once")
+                 "Concurrent piece uploads; more requests get 503 at once. Fewer concurrent "
+                 "uploads move each piece sooner (the link is shared by fewer)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
   app.add_flag("--no-back-to-source", f.no_back_to_source,

@@ -302,3 +302,32 @@ def test_a_finished_source_still_sends_each_piece_once(registry, scheduler_facto
     path = f"/v1/tasks/{digest.split(':')[1]}/pieces/0"
     assert h.http_request(*peer, "GET", path).status == 200
     assert h.http_request(*peer, "GET", path).status == 409
+
+
+def test_upload_slots_cap_concurrent_sends(registry, scheduler_factory, shoald_factory, test_dir):
+    """--upload-slots N: N pieces are sent at once, the next request gets 503
+    at once (the child asks another parent), and a freed slot serves again.
+    Few slots are what make a swarm fast: a piece crosses a parent's uplink
+    sooner when fewer share it (bench/README.md)."""
+    size = 3 * 4 * h.MiB
+    digest, _ = registry.push_random_blob("models/slots", size, test_dir)
+    _, (d,) = start_swarm(registry, scheduler_factory, shoald_factory, 1,
+                          ["--upload-slots", "2", "--upload-rate-limit", "2MiB"])
+    assert d.get_blob("models/slots", digest).digest == digest
+    assert d.metric("shoal_upload_slots") == 2
+    peer = ("127.0.0.1", d.peer_port)
+    path = f"/v1/tasks/{digest.split(':')[1]}/pieces/"
+    with cf.ThreadPoolExecutor(2) as ex:
+        # two 4 MiB sends at 2 MiB/s between them: about 4 s
+        sends = [ex.submit(h.http_request, *peer, "GET", path + str(n)) for n in (0, 1)]
+        deadline = time.monotonic() + 10
+        while d.metric("shoal_upload_slots_in_use") < 2:
+            assert time.monotonic() < deadline, "the two sends never held both slots"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        busy = h.http_request(*peer, "GET", path + "2")
+        assert busy.status == 503 and b"all upload slots busy" in busy.body, busy.status
+        assert time.monotonic() - t0 < 1.0, "a full server must answer at once, not queue"
+        assert all(f.result(timeout=30).status == 200 for f in sends)
+    assert d.metric("shoal_upload_slots_in_use") == 0
+    assert h.http_request(*peer, "GET", path + "2").status == 200
