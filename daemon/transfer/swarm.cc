@@ -899,19 +899,16 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     for (auto& [id, p] : parents_) active += p.usable(now) && !blocked_.contains(id);
     // The source's upload is the swarm's scarcest resource (every byte enters
     // through it), and so is any parent that already holds everything (the
-    // source once it finished reading origin, or a seed): with other parents
-    // around, one request at a time to it, and only for pieces no other
-    // parent can give.
+    // source once it finished reading origin, or a seed): only for pieces no
+    // other parent can give.
     std::set<std::string> seeds;
     for (auto& [id, p] : parents_)
       if (p.source || (p.has.size() == count_ &&
                        std::all_of(p.has.begin(), p.has.end(), [](bool b) { return b; })))
         seeds.insert(id);
-    auto limit = [&](const std::string& id) {
-      return seeds.contains(id) && active > 1 ? std::size_t{1} : s_.opts_.per_parent;
-    };
+    const std::size_t limit = requests_per_parent(active, s_.opts_.per_parent);
     auto usable = [&](const std::string& id, const parent_state& p) {
-      return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit(id) &&
+      return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit &&
              p.busy_until <= now;
     };
     // Among parents holding n with a free slot: not the source if possible,
