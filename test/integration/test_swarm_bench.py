@@ -30,6 +30,15 @@ def bench_argv(tmp_path: Path, *extra: str) -> list[str]:
             "--work-dir", str(tmp_path), "--json", str(tmp_path / "swarm.json"), *extra]
 
 
+def kill_and_clean(p: subprocess.Popen) -> None:
+    """A test that failed with the benchmark still running: SIGKILL leaves
+    its namespaces, which `--cleanup` removes (the benchmark's pid is gone)."""
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        subprocess.run([sys.executable, str(RUN), "--cleanup"], capture_output=True, timeout=120)
+
+
 def test_small_run_writes_json_and_cleans_up(tmp_path):
     p = subprocess.Popen(bench_argv(tmp_path, "--nodes", "4", "--size", "32MiB", "--runs", "1",
                                     "--rate", "25MiB"),
@@ -38,9 +47,7 @@ def test_small_run_writes_json_and_cleans_up(tmp_path):
     try:
         text, _ = p.communicate(timeout=150)
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        kill_and_clean(p)
     print(text)
     assert p.returncode == 0, text
     out = json.loads((tmp_path / "swarm.json").read_text())
@@ -92,9 +99,7 @@ def test_interrupted_run_removes_everything(tmp_path):
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=60)
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        kill_and_clean(p)
     assert p.returncode != 0
     assert namespaces(p.pid) == [], out
     for pid in pids:
