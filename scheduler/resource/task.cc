@@ -152,22 +152,17 @@ std::vector<host_id> task::children_of(const host_id& parent) const {
   return {it->second.begin(), it->second.end()};
 }
 
-bool task::lowest_live_in_zone(const std::string& zone, const host_id& h) const {
-  auto z = zones_.find(zone);
-  if (z == zones_.end()) return true;
-  for (const auto& [hid, p] : z->second) {
-    if (!(hid < h)) break;
-    if (p->live()) return false;
-  }
-  return true;
-}
-
 const peer* task::zone_gateway(const std::string& zone) const {
   auto z = zones_.find(zone);
   if (z == zones_.end()) return nullptr;
   for (const auto& [hid, p] : z->second)
     if (p->live()) return p;
   return nullptr;
+}
+
+bool task::lowest_live_in_zone(const std::string& zone, const host_id& h) const {
+  const peer* g = zone_gateway(zone);
+  return g == nullptr || !(g->host < h);
 }
 
 void task::index_zone(peer& p) {
