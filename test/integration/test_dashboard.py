@@ -89,9 +89,11 @@ def test_dashboard_in_a_browser_during_a_live_pull(registry, scheduler_factory, 
     art = h.push_modelpack(registry, test_dir, "models/pre", weight_size=8 * h.MiB)
     sched = scheduler_factory(extra_args=["--dashboard-token", TOKEN, "--announce-interval", "1"])
     nodes = start_nodes(registry, sched, shoald_factory, 3, ["--download-rate-limit", "4MiB"])
-    # a seed host, so the page offers the preheat form
+    # a seed host, so the page offers the preheat form; its origin reads are rate limited
+    # so the preheat lasts a few seconds and the page shows it before it succeeds
     shoald_factory(name="seed", insecure=[registry.hostport], default_registry=registry.hostport,
-                   extra_args=h.swarm_args(sched, ["--host-id", "seed", "--seed"]))
+                   extra_args=h.swarm_args(sched, ["--host-id", "seed", "--seed",
+                                                   "--download-rate-limit", "2MiB"]))
     host_ids = [f"node{i}" for i in range(1, 4)]
 
     node_modules = browser_driver()
