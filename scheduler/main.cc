@@ -27,6 +27,7 @@
 #include "scheduler/dashboard/dashboard.h"
 #include "scheduler/resource/clock.h"
 #include "scheduler/service/service.h"
+#include "shoal/grpc_library.h"
 
 namespace asio = boost::asio;
 
@@ -171,6 +172,9 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  // After the signal mask (gRPC starts threads), before the first gRPC object,
+  // and outliving the last one (see grpc_library.h).
+  shoal::grpc_library grpc_lib;
   shoal::metrics::registry reg;
   shoal::scheduler::system_clock clk;
   shoal::scheduler::engine_options eopts;
@@ -198,50 +202,54 @@ int main(int argc, char** argv) {
   sopts.listen = f.listen;
   sopts.preheat.seed_timeout = seconds(f.preheat_seed_timeout);
 
-  asio::io_context io;
-  // Small requests only: the largest is a preheat's JSON body.
-  shoal::http::limits http_limits;
-  http_limits.header_bytes = 8 * 1024;
-  http_limits.body_bytes = 16 * 1024;
-  shoal::http::server http_srv(io.get_executor(), "scheduler-http", http_limits);
-  if (auto r = http_srv.listen(*http_ep, "--http-listen"); !r) return fail(r.error().message);
-  shoal::scheduler::service svc(io, eopts, sopts, clk, reg, std::random_device{}());
-  if (auto r = svc.start(); !r) return fail(r.error().message);
-  // The HTTP server runs on the owner thread (io), so the dashboard reads the
-  // engine's state there, between its events.
-  std::optional<shoal::scheduler::dashboard::server> dash;
-  if (f.dashboard) {
-    shoal::scheduler::dashboard::options dopts;
-    dopts.token = f.dashboard_token;
-    dopts.version = SHOAL_VERSION;
-    dopts.preheat = &svc.preheat();
-    dash.emplace(svc.decisions(), clk, std::move(dopts));
+  {
+    asio::io_context io;
+    // Small requests only: the largest is a preheat's JSON body.
+    shoal::http::limits http_limits;
+    http_limits.header_bytes = 8 * 1024;
+    http_limits.body_bytes = 16 * 1024;
+    shoal::http::server http_srv(io.get_executor(), "scheduler-http", http_limits);
+    if (auto r = http_srv.listen(*http_ep, "--http-listen"); !r) return fail(r.error().message);
+    shoal::scheduler::service svc(io, eopts, sopts, clk, reg, std::random_device{}());
+    if (auto r = svc.start(); !r) return fail(r.error().message);
+    // The HTTP server runs on the owner thread (io), so the dashboard reads the
+    // engine's state there, between its events.
+    std::optional<shoal::scheduler::dashboard::server> dash;
+    if (f.dashboard) {
+      shoal::scheduler::dashboard::options dopts;
+      dopts.token = f.dashboard_token;
+      dopts.version = SHOAL_VERSION;
+      dopts.preheat = &svc.preheat();
+      dash.emplace(svc.decisions(), clk, std::move(dopts));
+    }
+    http_srv.start(
+        [&reg, d = dash ? &*dash : nullptr](shoal::http::request req, boost::beast::tcp_stream& s) {
+          return http_api(std::move(req), s, reg, d);
+        });
+
+    auto work = asio::make_work_guard(io);
+    std::thread owner([&io] { io.run(); });
+    log->info("shoal-scheduler ready: gRPC {} http {} host-ttl {}s stall-timeout {}s parents {}",
+              f.listen, f.http_listen, f.host_ttl, f.source_stall_timeout, f.parents_per_child);
+    if (f.dashboard)
+      log->info("dashboard: http://{}/{}", f.http_listen,
+                f.dashboard_token.empty() ? "" : " (open /?token=<--dashboard-token> once)");
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log->info("signal {}: shutting down", sig);
+    // gRPC first (it needs the owner thread to finish its streams), then HTTP,
+    // then let the owner's queue drain and stop.
+    svc.shutdown(std::chrono::seconds(5));
+    asio::post(io, [&io, &http_srv] {
+      http_srv.stop();
+      asio::post(io, [&io] { io.stop(); });
+    });
+    work.reset();
+    owner.join();
   }
-  http_srv.start([&reg, d = dash ? &*dash : nullptr](shoal::http::request req,
-                                                      boost::beast::tcp_stream& s) {
-    return http_api(std::move(req), s, reg, d);
-  });
-
-  auto work = asio::make_work_guard(io);
-  std::thread owner([&io] { io.run(); });
-  log->info("shoal-scheduler ready: gRPC {} http {} host-ttl {}s stall-timeout {}s parents {}",
-            f.listen, f.http_listen, f.host_ttl, f.source_stall_timeout, f.parents_per_child);
-  if (f.dashboard)
-    log->info("dashboard: http://{}/{}", f.http_listen,
-              f.dashboard_token.empty() ? "" : " (open /?token=<--dashboard-token> once)");
-
-  int sig = 0;
-  sigwait(&sigs, &sig);
-  log->info("signal {}: shutting down", sig);
-  // gRPC first (it needs the owner thread to finish its streams), then HTTP,
-  // then let the owner's queue drain and stop.
-  svc.shutdown(std::chrono::seconds(5));
-  asio::post(io, [&io, &http_srv] {
-    http_srv.stop();
-    asio::post(io, [&io] { io.stop(); });
-  });
-  work.reset();
-  owner.join();
+  if (!grpc_lib.shutdown(std::chrono::seconds(5)))
+    log->warn("gRPC had not finished shutting down 5 s after the scheduler's server stopped");
   log->info("shoal-scheduler stopped");
   return 0;
 }

@@ -33,6 +33,7 @@
 #include "daemon/transfer/swarm.h"
 #include "daemon/transfer/task_manager.h"
 #include "daemon/upload/piece_server.h"
+#include "shoal/grpc_library.h"
 
 namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
@@ -244,6 +245,9 @@ int main(int argc, char** argv) {
       .set(swarm_mode ? f.upload_slots : 0);
   bool ready = false;
 
+  // Before the first gRPC object and outliving the last (see grpc_library.h).
+  std::optional<shoal::grpc_library> grpc_lib;
+  if (swarm_mode) grpc_lib.emplace();
   {
     asio::io_context io;
     shoal::source::options src_opts;
@@ -386,6 +390,8 @@ int main(int argc, char** argv) {
     io.run();
     if (sched) sched->leave_blocking();
   }
+  if (grpc_lib && !grpc_lib->shutdown(std::chrono::seconds(5)))
+    log->warn("gRPC had not finished shutting down 5 s after shoald's last channel closed");
   log->info("shoald stopped");
   return 0;
 }
