@@ -38,7 +38,7 @@ struct flags {
   std::string http_listen = "127.0.0.1:7411";
   double host_ttl = 30;
   double source_stall_timeout = 20;
-  std::uint32_t parents_per_child = 4;
+  std::uint32_t parents_per_child = 8;
   std::vector<std::string> origin_zones;
   double election_window = 0.3;
   std::uint32_t announce_interval = 5;
@@ -113,7 +113,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--parents-per-child", f.parents_per_child,
-                 "Parents sent to each downloading peer")
+                 "Parents sent to each downloading peer (more let a child see more of the "
+                 "swarm's pieces; each costs the scheduler work)")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   app.add_option("--origin-zone", f.origin_zones,

@@ -43,7 +43,7 @@ struct weights {
 };
 
 struct evaluator_options {
-  std::uint32_t parents_per_child = 4;
+  std::uint32_t parents_per_child = 8;
   // Children and parents that both announced a zone: only the zone's gateway
   // (its peer with the lowest host id) gets parents in other zones; the
   // others get peers of their own zone, also ones still receiving.
