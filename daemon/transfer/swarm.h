@@ -46,7 +46,7 @@ struct swarm_options {
   // While other daemons are asking it for pieces, a source reads origin at
   // most this many pieces ahead of what it has delivered to them: the pieces
   // only it holds are what a dying source costs the registry again. 0: no cap.
-  std::uint32_t source_lead = 3;
+  std::uint32_t source_lead = 4;
   // A peer that was not the source re-registers this much later after losing
   // the scheduler, so the old source registers first and is re-elected
   // (otherwise the first child to come back would read origin again).
