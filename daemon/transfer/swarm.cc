@@ -1001,6 +1001,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     auto r = co_await peer_get(self->ex_, std::move(to), std::move(target), size + 1,
                                self->s_.opts_.piece_timeout, &timed_out, size);
     auto& ps = self->parents_[pid];
+    log()->trace(
+        "task {}: piece {} from '{}': {} after {} ms", self->short_id(), n, pid,
+        r ? std::to_string(r->status) : r.error().message,
+        std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - start).count());
     --ps.in_flight;
     --self->total_in_flight_;
     --self->in_flight_[n];

@@ -244,6 +244,10 @@ void engine::on_register(stream_id s, const v1::Register& r) {
                                    : ": no piece is missing everywhere") +
                 ": fetch what you lack from parents"));
   }
+  // The children short of parents get the new peer at the next sweep, not
+  // the next maintain(): in a swarm that starts at once, the peers that
+  // registered first would otherwise wait up to a tick for the others.
+  queue_short_of_parents(*t);
   if (t->source.current != hid) reschedule(*t, p, true, choice_trigger::registered);
   log()->info("{}: registered (holds {}/{} pieces, has_client={}, source={})", what,
               p.finished.count(), n, p.has_client, p.is_source);

@@ -31,20 +31,23 @@ bool evaluator::candidate_ok(const registry& reg, const task& t, const peer& chi
   if (!child.blocked.empty() && child.blocked.contains(candidate.host)) return false;
   const host* h = reg.host_of(candidate);
   if (h == nullptr || !h->can_serve()) return false;
-  if (opts_.zone_gateways) {
-    const std::string& cz = cc.zone;
-    if (cc.zone_id != 0 && h->zone_id != 0) {
-      // One peer per zone (the lowest host id) fetches across zones; the
-      // others fetch from peers in their zone, also from those that hold
-      // nothing yet (they are receiving): the link between zones carries
-      // about one copy into each zone.
-      if (h->zone_id != cc.zone_id) {
-        if (cc.gateway < 0) cc.gateway = t.lowest_live_in_zone(cz, child.host) ? 1 : 0;
-        if (cc.gateway == 0) return false;
-      } else if (candidate.state == peer_state::running) {
-        return true;
-      }
-    }
+  const bool cross_zone =
+      opts_.zone_gateways && cc.zone_id != 0 && h->zone_id != 0 && h->zone_id != cc.zone_id;
+  if (cross_zone) {
+    // One peer per zone (the lowest host id) fetches across zones, from
+    // peers holding pieces it lacks: the link between zones carries about
+    // one copy into each zone.
+    if (cc.gateway < 0) cc.gateway = t.lowest_live_in_zone(cc.zone, child.host) ? 1 : 0;
+    if (cc.gateway == 0) return false;
+  } else if (candidate.state == peer_state::running &&
+             !(t.state() == task_state::running && t.source.current == child.host)) {
+    // A peer still receiving qualifies before it holds anything the child
+    // lacks: the child long-polls its bitmap and asks for each piece the
+    // moment it lands. Waiting until it held something cost every child of a
+    // new swarm its relays for up to a tick (bench/swarm: no child fetched
+    // from another in the first 0.8 s). Not for the source: those peers hold
+    // only what it sent them.
+    return true;
   }
   if (candidate.finished.count_and_not(child.finished) > 0) return true;
   // The running source is worth connecting to before it holds much: it is

@@ -1,12 +1,14 @@
 #pragma once
 // Parent choice for a child (DESIGN §10).
 //
-// Candidates: other hosts' live peers of the task that hold pieces the child
-// lacks (the running source always qualifies: it is still receiving), whose
-// host announced a piece-server address, and that are not blocked for this
-// child. With zones (both announced one): a peer in another zone only for the
-// zone's gateway (lowest host id of the zone's live peers); any running peer
-// of the child's own zone qualifies, even one that holds nothing yet. Score (higher is better):
+// Candidates: other hosts' live peers of the task whose host announced a
+// piece-server address and that are not blocked for this child: any peer
+// still receiving (even one that holds nothing yet; not for the source,
+// whose peers hold only what it sent them), a finished peer holding pieces
+// the child lacks, and the running source. With zones (both announced one):
+// a peer in another zone only for the zone's gateway (lowest host id of the
+// zone's live peers), and only while it holds pieces the gateway lacks.
+// Score (higher is better):
 //   capacity  * free upload (normalised to the best candidate) * slot factor
 // + zone      if child and parent share a non-empty zone
 // + useful    * fraction of the child's missing pieces the parent holds
@@ -46,7 +48,7 @@ struct evaluator_options {
   std::uint32_t parents_per_child = 8;
   // Children and parents that both announced a zone: only the zone's gateway
   // (its peer with the lowest host id) gets parents in other zones; the
-  // others get peers of their own zone, also ones still receiving.
+  // others get peers of their own zone.
   bool zone_gateways = true;
   // At most this many candidates are scored per decision (current parents
   // plus a random sample), which bounds the cost on very large swarms.

@@ -482,6 +482,7 @@ void service::close(stream_id s) {
 
 void service::after_engine() {
   if (shutting_down_) return;
+  arm_sweep();
   if (!election_armed_) {
     if (auto due = engine_.next_election()) {
       election_armed_ = true;
@@ -516,8 +517,20 @@ void service::arm_tick() {
     engine_.maintain();
     preheat_.tick();
     after_engine();
-    if (!sweeping_) sweep_slice();
     arm_tick();
+  });
+}
+
+// Children queued for re-scoring (by an event or the tick) are re-scored in
+// slices, the first one a sweep pause after they were queued.
+void service::arm_sweep() {
+  if (sweeping_ || shutting_down_ || engine_.rescores_queued() == 0) return;
+  sweeping_ = true;
+  sweep_timer_.expires_after(opts_.sweep_pause);
+  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+    sweeping_ = false;
+    if (ec) return;
+    sweep_slice();
   });
 }
 
@@ -525,7 +538,6 @@ void service::arm_tick() {
 // until the slice's time is used), then a pause for the events queued
 // meanwhile and the gRPC threads.
 void service::sweep_slice() {
-  sweeping_ = false;
   if (shutting_down_) return;
   // Events come first: a slice stops early when some are waiting (after one
   // chunk, so the sweep still moves on a saturated owner).
@@ -534,17 +546,7 @@ void service::sweep_slice() {
   while (more && events_waiting_.load(std::memory_order_relaxed) == 0 &&
          std::chrono::steady_clock::now() < until)
     more = engine_.sweep(8);
-  after_engine();
-  if (!more) return;
-  sweeping_ = true;
-  sweep_timer_.expires_after(opts_.sweep_pause);
-  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (ec) {
-      sweeping_ = false;
-      return;
-    }
-    sweep_slice();
-  });
+  after_engine();  // arms the next slice if more is queued
 }
 
 }  // namespace shoal::scheduler

@@ -127,8 +127,9 @@ TEST_CASE("election: the first source is the fastest announced host's peer, wait
   CHECK(count_of(f.sink.take(s_limited), D::kFromOrigin) == 0);
   auto s_fast = f.join("fast");  // the fastest known host: elected at once
   CHECK(count_of(f.sink.take(s_fast), D::kFromOrigin) == 1);
+  // slow and limited get the source, and each other (receiving too).
   CHECK(hosts_of(last_of(f.sink.take(s_slow), D::kParents)->parents()) ==
-        std::vector<std::string>{"fast"});
+        std::vector<std::string>{"fast", "limited"});
   SECTION("hosts that announce no rate are not taken for slow") {
     fixture g;
     g.announce("told", {.link_rate = 25 * MiB});
@@ -338,7 +339,7 @@ TEST_CASE("stall: a silent source is replaced, it is told to stop and gets paren
   REQUIRE(da.size() == 2);
   CHECK(da[0].has_stop_from_origin());
   REQUIRE(da[1].has_parents());
-  CHECK(hosts_of(da[1].parents()) == std::vector<std::string>{"c"});
+  CHECK(hosts_of(da[1].parents()) == std::vector<std::string>{"b", "c"});
   auto info = w.stat();
   CHECK(w.peer_info(info, "c")->source());
   CHECK_FALSE(w.peer_info(info, "a")->source());
@@ -459,7 +460,7 @@ TEST_CASE("piece failures: a digest mismatch blocks that parent for the child",
   auto sd = w.join("d");
   auto pd = last_of(w.sink.take(sd), D::kParents);
   REQUIRE(pd);
-  CHECK(hosts_of(pd->parents()) == std::vector<std::string>{"a", "c"});
+  CHECK(hosts_of(pd->parents()) == std::vector<std::string>{"a", "b", "c"});
 }
 
 TEST_CASE("piece failures: other reasons lower the parent's score and re-schedule",
@@ -679,25 +680,37 @@ TEST_CASE("the last peer leaving forgets the task", "[scheduler][engine]") {
 TEST_CASE("tick: the re-scheduling sweep runs in slices and carries on across ticks",
           "[scheduler][engine]") {
   fixture f;
-  for (auto h : {"a", "b", "c", "d"}) f.announce(h);
+  for (auto h : {"a", "b", "c", "d", "e"}) f.announce(h);
   auto sa = f.join("a", {.has_client = false});
-  f.join("b");  // the source; a learns of it only from a sweep
+  auto sb = f.join("b", {.has_client = false});
   auto sc = f.join("c", {.has_client = false});
-  auto sd = f.join("d", {.has_client = false});
+  f.join("d");  // the source; a, b and c learn of it only from a sweep
+  // Each registration queued the peers short of parents: a, b, c and d (a
+  // source may lack pieces others hold).
+  CHECK(f.e.rescores_queued() == 4);
   f.sink.clear();
   // Nobody is re-scheduled by maintain() itself.
   f.e.maintain();
   CHECK_FALSE(last_of(f.sink.take(sa), D::kParents));
-  // Four children (b needs pieces too), one per slice: a first (host id order).
+  // One per slice: a first (the order they were queued in).
   CHECK(f.e.sweep(1));
   auto pa = last_of(f.sink.take(sa), D::kParents);
   REQUIRE(pa);
-  CHECK(hosts_of(pa->parents()) == std::vector<std::string>{"b"});
-  // The next tick while the sweep is going: it carries on (three left), not over (four).
-  f.e.maintain();
-  CHECK_FALSE(f.e.sweep(3));
+  CHECK(hosts_of(pa->parents()) == std::vector<std::string>{"b", "c", "d"});
+  CHECK_FALSE(last_of(f.sink.take(sb), D::kParents));
+  // A peer registering while the sweep is going: it carries on (b and c,
+  // queued before), not over, and queues a again.
+  auto se = f.join("e", {.has_client = false});
+  CHECK(hosts_of(last_of(f.sink.take(se), D::kParents)->parents()) ==
+        std::vector<std::string>{"a", "b", "c", "d"});
+  CHECK(f.e.sweep(1));
+  CHECK(hosts_of(last_of(f.sink.take(sb), D::kParents)->parents()) ==
+        std::vector<std::string>{"a", "c", "d", "e"});
+  CHECK(f.e.sweep(1));
+  CHECK(hosts_of(last_of(f.sink.take(sc), D::kParents)->parents()) ==
+        std::vector<std::string>{"a", "b", "d", "e"});
   CHECK_FALSE(f.e.sweep(10));
-  // c and d joined after b and already had it; a sweep sends nothing unchanged.
-  CHECK_FALSE(last_of(f.sink.take(sc), D::kParents));
-  CHECK_FALSE(last_of(f.sink.take(sd), D::kParents));
+  CHECK(hosts_of(last_of(f.sink.take(sa), D::kParents)->parents()) ==
+        std::vector<std::string>{"b", "c", "d", "e"});
+  CHECK(f.e.rescores_queued() == 0);
 }
