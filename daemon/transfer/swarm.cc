@@ -897,15 +897,13 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     const auto now = clock::now();
     std::size_t active = 0;
     for (auto& [id, p] : parents_) active += p.usable(now) && !blocked_.contains(id);
-    // The source's upload is the swarm's scarcest resource (every byte enters
-    // through it), and so is any parent that already holds everything (the
-    // source once it finished reading origin, or a seed): only for pieces no
-    // other parent can give.
-    std::set<std::string> seeds;
+    // The source reading origin: only for pieces no other parent can give.
+    std::set<std::string> last_resort;
     for (auto& [id, p] : parents_)
-      if (p.source || (p.has.size() == count_ &&
-                       std::all_of(p.has.begin(), p.has.end(), [](bool b) { return b; })))
-        seeds.insert(id);
+      if (parent_last_resort(p.source,
+                             p.has.size() == count_ &&
+                                 std::all_of(p.has.begin(), p.has.end(), [](bool b) { return b; })))
+        last_resort.insert(id);
     const std::size_t limit = requests_per_parent(active, s_.opts_.per_parent);
     auto usable = [&](const std::string& id, const parent_state& p) {
       return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit &&
@@ -919,7 +917,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       for (auto& [id, p] : parents_) {
         if (!usable(id, p) || n >= p.has.size() || !p.has[n] || p.declines(n, now)) continue;
         if (endgame && fetching_[n].contains(id)) continue;
-        std::pair<bool, std::size_t> mine{seeds.contains(id), p.in_flight};
+        std::pair<bool, std::size_t> mine{last_resort.contains(id), p.in_flight};
         if (mine < load) {
           load = mine;
           best = id;

@@ -128,7 +128,9 @@ void task::set_readable(std::uint32_t n) {
 
 bool task::claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now) {
   last_request_ = now;
-  if (!first_copy_only_) return true;
+  // A source holding every piece sends any piece to anyone: the rule kept its
+  // uplink for new bytes, and there are none left.
+  if (!first_copy_only_ || version_ >= piece_count()) return true;
   if (sent_at_.size() != piece_count()) sent_at_.assign(piece_count(), {});
   if (n >= sent_at_.size()) return false;
   if (sent_at_[n] != std::chrono::steady_clock::time_point{} && now - sent_at_[n] < resend_after())
@@ -232,10 +234,6 @@ result<std::shared_ptr<task>> task_manager::acquire(const digest& d, std::uint64
 
 std::shared_ptr<task> task_manager::find(const std::string& hex) {
   if (auto it = downloading_.find(hex); it != downloading_.end()) return it->second;
-  if (auto it = finished_sources_.find(hex); it != finished_sources_.end()) {
-    if (auto t = it->second.lock(); t && t->state_ == task::state::complete) return t;
-    finished_sources_.erase(it);
-  }
   auto meta = store_.find(hex);
   if (!meta || !meta->complete) return nullptr;
   auto h = store_.open_existing(hex);
@@ -283,7 +281,6 @@ void task_manager::finish(const std::shared_ptr<task>& t, std::optional<error> e
     t->error_ = std::move(err);
   } else {
     t->state_ = task::state::complete;
-    if (t->first_copy_only_) finished_sources_[t->digest_.hex] = t;
   }
   downloading_.erase(t->digest_.hex);
   metrics_.tasks_active.set(static_cast<double>(downloading_.size()));

@@ -120,10 +120,11 @@ class task : public std::enable_shared_from_this<task> {
   boost::asio::awaitable<void> wait_change(std::chrono::steady_clock::time_point deadline);
   std::uint32_t piece_count() const { return handle_->meta().piece_count; }
   // Piece server: whether piece n may be sent to another daemon now, and if
-  // so, records that it was. While this daemon is a swarm's source (see
-  // swarm.cc), each piece goes to one daemon only, and again only after
-  // resend_after(): the source's uplink is what every byte of the swarm has
-  // to pass through, and children pass pieces on to each other. Otherwise true.
+  // so, records that it was. While this daemon is a swarm's source reading
+  // origin (see swarm.cc), each piece goes to one daemon only, and again only
+  // after resend_after(): the source's uplink is what every byte of the swarm
+  // has to pass through, and children pass pieces on to each other.
+  // Otherwise, and once this daemon holds every piece, true.
   bool claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now);
   void set_first_copy_only(bool on) { first_copy_only_ = on; }
   // How long a piece the source sent stays its first copy's: time for the
@@ -237,11 +238,6 @@ class task_manager {
   rate_limiter download_limit_;
   boost::asio::thread_pool blocking_{2};
   std::map<std::string, std::shared_ptr<task>> downloading_;
-  // Tasks a swarm source completed, while its session holds them: find()
-  // returns the same object, so its first-copy rule (sent_at_, the resend
-  // window) still holds for the children that trail it. A fresh task per
-  // request had none: a finished source sent every piece asked for.
-  std::map<std::string, std::weak_ptr<task>> finished_sources_;
   swarm* swarm_ = nullptr;
   bool stopped_ = false;
 };

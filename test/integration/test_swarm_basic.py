@@ -288,20 +288,24 @@ def test_the_source_is_the_fastest_announced_host(registry, scheduler_factory, s
     assert slow.metric("shoal_source_bytes_total") == 0 and h.peer_bytes(slow) == size
 
 
-def test_a_finished_source_still_sends_each_piece_once(registry, scheduler_factory,
-                                                       shoald_factory, test_dir):
-    """The first-copy rule outlives the source's own download: children that
-    trail it must take a piece it just sent from a sibling, not get a second
-    copy through the source's uplink (a finished source used to answer every
-    request)."""
+def test_a_finished_source_sends_any_piece_to_anyone(registry, scheduler_factory,
+                                                     shoald_factory, test_dir):
+    """The first-copy rule (each piece once, 409 for a second request) keeps a
+    source's uplink for new bytes while it reads origin; once it holds every
+    piece there are none left, and the children catching up take from it like
+    from any other parent (8 nodes in bench/swarm: 23.45 s against 24.26 s
+    with the rule kept to the end). test_swarm_upload_limit.py sees the 409s
+    of a source still reading."""
     size = 8 * h.MiB
     digest, _ = registry.push_random_blob("models/first", size, test_dir)
     _, (d,) = start_swarm(registry, scheduler_factory, shoald_factory, 1)
     assert d.get_blob("models/first", digest).digest == digest
+    assert d.metric("shoal_source_bytes_total") == size  # it was the source
     peer = ("127.0.0.1", d.peer_port)
     path = f"/v1/tasks/{digest.split(':')[1]}/pieces/0"
-    assert h.http_request(*peer, "GET", path).status == 200
-    assert h.http_request(*peer, "GET", path).status == 409
+    for _ in range(3):
+        r = h.http_request(*peer, "GET", path)
+        assert r.status == 200 and len(r.body) == 4 * h.MiB, r.status
 
 
 def test_upload_slots_cap_concurrent_sends(registry, scheduler_factory, shoald_factory, test_dir):

@@ -26,7 +26,7 @@ struct fixture {
   boost::asio::io_context io;
   std::shared_ptr<transfer::task> t;
 
-  fixture() {
+  explicit fixture(bool holds_all = false) {
     std::string tmpl = "/tmp/shoal-transfer-test-XXXXXX";
     REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
     dir = tmpl;
@@ -39,6 +39,9 @@ struct fixture {
     const std::string hex(64, 'a');
     auto h = store->open_task(hex, 16 << 20, 4 << 20);  // 4 pieces
     if (!h) FAIL(h.error().describe());
+    if (holds_all)
+      for (std::uint32_t n = 0; n < 4; ++n)
+        REQUIRE((*h)->mark_piece_finished(n, std::string(64, 'b')));
     auto d = parse_digest("sha256:" + hex);
     REQUIRE(d);
     t = std::make_shared<transfer::task>(io.get_executor(), *d, *h);
@@ -77,6 +80,21 @@ TEST_CASE("claim_upload: a source sends each piece once, again after kResendAfte
   // no longer the source (another was elected): no limit
   f.t->set_first_copy_only(false);
   CHECK(f.t->claim_upload(1, t0 + std::chrono::milliseconds(20)));
+}
+
+TEST_CASE("claim_upload: a source holding every piece sends any piece to anyone",
+          "[transfer][task]") {
+  // Its uplink has nothing new left to carry: the children catching up take
+  // from it like from any other parent (8 nodes, bench/swarm: 23.45 s against
+  // 24.26 s with the rule kept to the end).
+  fixture f(true);
+  f.t->set_first_copy_only(true);
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < 3; ++i) CHECK(f.t->claim_upload(0, t0));
+  fixture g;  // holds nothing: the rule applies
+  g.t->set_first_copy_only(true);
+  CHECK(g.t->claim_upload(0, t0));
+  CHECK_FALSE(g.t->claim_upload(0, t0));
 }
 
 TEST_CASE("resend_after follows the time pieces take to send", "[transfer][task]") {
