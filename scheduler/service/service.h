@@ -46,10 +46,11 @@ struct service_options {
   std::string listen = "0.0.0.0:7410";  // gRPC address; port 0 picks a free port
   duration tick_interval = std::chrono::seconds(1);
   // The children queued for re-scoring (engine::sweep; by events or the
-  // tick) are re-scored, from `sweep_pause` after they were queued, in slices of about
-  // `sweep_slice` owner time, one every `sweep_slice + sweep_pause`, and a slice stops after its
-  // first chunk (8 children) when events are waiting: events wait for at most one chunk, and
-  // re-scoring takes at most about half the owner thread.
+  // tick) are re-scored from `sweep_pause` after they were queued, in slices
+  // of about `sweep_slice` owner time, one every `sweep_slice + sweep_pause`;
+  // a slice stops after its first chunk (8 children) when events are
+  // waiting: events wait for at most one chunk, and re-scoring takes at most
+  // about half the owner thread.
   duration sweep_slice = std::chrono::microseconds(1000);
   duration sweep_pause = std::chrono::microseconds(1000);
   preheat_options preheat;
