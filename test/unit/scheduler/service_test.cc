@@ -135,15 +135,15 @@ TEST_CASE("service: a peer short of parents gets a newcomer at once, not at the 
           "[scheduler][service]") {
   running_service s(std::chrono::hours(1));  // no tick during the test
   for (auto h : {"h1", "h2", "h3"}) s.announce(h);
-  peer_client p1(*s.stub, "h1", true);
+  peer_client p1(*s.stub, "h1", /*has_client=*/true);  // the source
   REQUIRE(p1.next(v1::Decision::kFromOrigin));
-  peer_client p2(*s.stub, "h2", false);
+  peer_client p2(*s.stub, "h2", /*has_client=*/false);
   auto first = p2.next(v1::Decision::kParents);
   REQUIRE(first);
   REQUIRE(first->parents().parents_size() == 1);
   CHECK(first->parents().parents(0).host_id() == "h1");
 
-  peer_client p3(*s.stub, "h3", false);
+  peer_client p3(*s.stub, "h3", /*has_client=*/false);
   REQUIRE(p3.next(v1::Decision::kParents));
   // h3 holds nothing yet, but it is receiving: h2 gets it from the sweep its
   // registration queued.
@@ -152,6 +152,15 @@ TEST_CASE("service: a peer short of parents gets a newcomer at once, not at the 
   std::vector<std::string> got;
   for (const auto& p : second->parents().parents()) got.push_back(p.host_id());
   CHECK(got == std::vector<std::string>{"h1", "h3"});
+
+  // Each daemon leaves; the scheduler ends every stream cleanly.
+  for (auto* p : {&p3, &p2, &p1}) {
+    p->rw->WritesDone();
+    v1::Decision more;
+    while (p->rw->Read(&more)) {
+    }
+    CHECK(p->rw->Finish().ok());
+  }
 }
 
 TEST_CASE("service: three hosts share one origin read, survive the source leaving, and are "
