@@ -49,6 +49,7 @@ struct peer_reply {
   std::string body;                         // any reply but a whole piece
   std::shared_ptr<const piece_body> piece;  // a 200 whose Content-Length is `piece_size`
   std::string version;                      // X-Shoal-Bitmap-Version
+  std::string uploads;                      // X-Shoal-Uploads
 };
 
 // One GET to a parent's piece server. `timed_out` tells a slow parent from
@@ -89,6 +90,7 @@ awaitable<result<peer_reply>> peer_get(asio::any_io_executor ex, std::string add
   peer_reply out;
   out.status = parser.get().result_int();
   out.version = std::string(parser.get()["X-Shoal-Bitmap-Version"]);
+  out.uploads = std::string(parser.get()["X-Shoal-Uploads"]);
   if (piece_size > 0 && out.status == 200 && parser.content_length() == piece_size &&
       !parser.chunked()) {
     auto body = std::make_shared<piece_body>(piece_size);
@@ -257,6 +259,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     clock::time_point grace_until{};
     bool usable(clock::time_point now) const { return active || now < grace_until; }
     clock::time_point busy_until{};
+    // Its uplink's load as of its latest bitmap (see parent_upload_load).
+    std::size_t uploads = 0;      // X-Shoal-Uploads
+    std::size_t asked_since = 0;  // requests this child sent it since
+    clock::time_point uploads_at{};
     // Pieces this parent declined to send (409: a source's first copy went
     // elsewhere), until when.
     std::map<std::uint32_t, clock::time_point> declined;
@@ -853,6 +859,11 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       std::from_chars(r->version.data(), r->version.data() + r->version.size(), v);
       p.version = v;
       p.have_version = true;
+      std::size_t u = 0;
+      std::from_chars(r->uploads.data(), r->uploads.data() + r->uploads.size(), u);
+      p.uploads = u;
+      p.asked_since = 0;
+      p.uploads_at = clock::now();
       self->pump();
     }
     if (auto it = self->parents_.find(pid); it != self->parents_.end()) it->second.polling = false;
@@ -869,6 +880,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       auto [pid, n] = choose();
       if (pid.empty()) break;
       auto& ps = parents_[pid];
+      ++ps.asked_since;
       ++ps.in_flight;
       ++total_in_flight_;
       ++in_flight_[n];
@@ -909,17 +921,19 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit &&
              p.busy_until <= now;
     };
-    // Among parents holding n with a free slot: not the source if possible,
-    // then the least loaded.
+    // Among parents holding n with a free slot, the first in holder_rank
+    // order: not the source if possible, then the least loaded.
     auto holder = [&](std::uint32_t n, bool endgame) -> std::string {
       std::string best;
-      std::pair<bool, std::size_t> load{true, SIZE_MAX};
+      std::optional<holder_rank> rank;
       for (auto& [id, p] : parents_) {
         if (!usable(id, p) || n >= p.has.size() || !p.has[n] || p.declines(n, now)) continue;
         if (endgame && fetching_[n].contains(id)) continue;
-        std::pair<bool, std::size_t> mine{last_resort.contains(id), p.in_flight};
-        if (mine < load) {
-          load = mine;
+        holder_rank mine{last_resort.contains(id), p.in_flight,
+                         parent_upload_load(p.uploads, p.asked_since, now - p.uploads_at),
+                         static_cast<std::uint32_t>(rng_())};
+        if (!rank || mine < *rank) {
+          rank = mine;
           best = id;
         }
       }

@@ -174,6 +174,9 @@ awaitable<bool> piece_server::bitmap(const http::request& req, std::string id,
   }
   bhttp::fields extra;
   extra.set("X-Shoal-Bitmap-Version", std::to_string(t->version()));
+  // Piece uploads in progress: children ask the less busy of a piece's holders
+  // (transfer::parent_upload_load).
+  extra.set("X-Shoal-Uploads", std::to_string(in_use_));
   requests_.with({"bitmap", "200"}).inc();
   co_return co_await http::send(stream, req, status::ok, t->bitmap(), "application/octet-stream",
                                 extra);

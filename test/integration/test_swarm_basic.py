@@ -5,6 +5,7 @@ scheduler cannot be reached."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import socket
 import time
 
 import shoal_harness as h
@@ -71,6 +72,20 @@ def test_piece_server_endpoints(registry, scheduler_factory, shoald_factory, tes
     assert bm.status == 200
     assert bm.body == bytes([0b111]), bm.body
     assert int(bm.header("X-Shoal-Bitmap-Version")) == 3
+    assert int(bm.header("X-Shoal-Uploads")) == 0
+    # A child that stops reading keeps its piece upload, and its slot, open:
+    # the bitmap reports it (children ask the least busy holder first).
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(peer)
+    slow.sendall(f"GET /v1/tasks/{hexid}/pieces/0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert slow.recv(64).startswith(b"HTTP/1.1 200")
+    busy = h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/bitmap")
+    assert int(busy.header("X-Shoal-Uploads")) == 1, busy.headers
+    slow.close()
+    uploads = lambda: int(h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/bitmap")
+                          .header("X-Shoal-Uploads"))
+    h.wait_until(lambda: uploads() == 0, 10, what="the closed upload's slot freed")
     piece = 4 * h.MiB
     for n in range(3):
         p = h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/pieces/{n}")

@@ -1,13 +1,17 @@
 // How many piece requests a child keeps open to one parent
 // (transfer::requests_per_parent): one each when it has several parents, so a
 // parent's uplink carries fewer pieces at once and each arrives sooner; and
-// which parents it asks last (transfer::parent_last_resort).
+// which parents it asks last (transfer::parent_last_resort), and which of a
+// piece's holders first (transfer::holder_rank, transfer::parent_upload_load).
 
 #include <catch2/catch.hpp>
 
 #include "daemon/transfer/swarm.h"
 
+using shoal::transfer::holder_rank;
+using shoal::transfer::kUploadsFresh;
 using shoal::transfer::parent_last_resort;
+using shoal::transfer::parent_upload_load;
 using shoal::transfer::requests_per_parent;
 using shoal::transfer::swarm_options;
 
@@ -28,4 +32,25 @@ TEST_CASE("the source is a child's last resort only while it reads origin") {
   CHECK_FALSE(parent_last_resort(true, true));
   CHECK_FALSE(parent_last_resort(false, true));
   CHECK_FALSE(parent_last_resort(false, false));
+}
+
+TEST_CASE("a parent's uplink load is its latest report plus what this child asked since") {
+  using std::chrono::milliseconds;
+  CHECK(parent_upload_load(3, 0, milliseconds(10)) == 3);
+  CHECK(parent_upload_load(3, 2, milliseconds(10)) == 5);
+  CHECK(parent_upload_load(0, 1, milliseconds(0)) == 1);
+  // A report that has aged (a seed's bitmap no longer changes) is unknown.
+  CHECK(parent_upload_load(4, 2, kUploadsFresh) == 0);
+  CHECK(parent_upload_load(4, 2, std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("a child asks the least busy holder of a piece, the reading source last") {
+  // {last resort, this child's requests open to it, uplink load, random draw}
+  CHECK(holder_rank{false, 0, 1, 9} < holder_rank{false, 0, 3, 0});
+  // This child's own open requests weigh before the reported load.
+  CHECK(holder_rank{false, 0, 4, 9} < holder_rank{false, 1, 0, 0});
+  // The source reading origin loses to any other holder, however busy.
+  CHECK(holder_rank{false, 1, 4, 9} < holder_rank{true, 0, 0, 0});
+  // Equal loads: the draw decides, not the host id.
+  CHECK(holder_rank{false, 0, 2, 1} < holder_rank{false, 0, 2, 2});
 }
