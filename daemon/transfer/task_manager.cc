@@ -133,6 +133,10 @@ bool task::claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point n
   if (!first_copy_only_ || version_ >= piece_count()) return true;
   if (sent_at_.size() != piece_count()) sent_at_.assign(piece_count(), {});
   if (n >= sent_at_.size()) return false;
+  // Gone out whole: the child that has it passes it on. A child whose parents
+  // lack it takes another parent from the scheduler, or this one once it
+  // holds every piece.
+  if (delivered(n)) return false;
   if (sent_at_[n] != std::chrono::steady_clock::time_point{} && now - sent_at_[n] < resend_after())
     return false;
   sent_at_[n] = now;

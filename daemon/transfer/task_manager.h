@@ -121,14 +121,18 @@ class task : public std::enable_shared_from_this<task> {
   std::uint32_t piece_count() const { return handle_->meta().piece_count; }
   // Piece server: whether piece n may be sent to another daemon now, and if
   // so, records that it was. While this daemon is a swarm's source reading
-  // origin (see swarm.cc), each piece goes to one daemon only, and again only
-  // after resend_after(): the source's uplink is what every byte of the swarm
-  // has to pass through, and children pass pieces on to each other.
-  // Otherwise, and once this daemon holds every piece, true.
+  // origin (see swarm.cc), each piece goes to one daemon only: the source's
+  // uplink is what every byte of the swarm has to pass through, and children
+  // pass pieces on to each other. A send that did not complete (see
+  // piece_delivered) may be repeated after resend_after(); a delivered piece
+  // is not sent again (at 16 nodes, where a child's 8 parents may all lack a
+  // piece, second copies took ~10% of the source's uplink while it read:
+  // 24.87 s against 25.28 s, bench/README.md). Otherwise, and once this
+  // daemon holds every piece, true.
   bool claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now);
   void set_first_copy_only(bool on) { first_copy_only_ = on; }
-  // How long a piece the source sent stays its first copy's: time for the
-  // child to pass it on to the others (each of whom passes it on in turn).
+  // How long a piece whose send has not completed stays its first copy's:
+  // time for the child to receive it and pass it on.
   // 16 nodes at 25 MiB/s (bench/swarm): the source sent 1.62 copies with a
   // factor of 3, 1.33 with 8, 1.23 with 16 (no faster). kResendFactor times the
   // recent send time (an EWMA of piece_delivered's), within [kResendMin,

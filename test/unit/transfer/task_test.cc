@@ -1,6 +1,7 @@
 // The source's first-copy rule (task::claim_upload): while a daemon is a
-// swarm's source, each piece goes to one other daemon, and again only after
-// task::resend_after(); otherwise every request may be served.
+// swarm's source, each piece goes to one other daemon; a send that did not
+// complete may be repeated after task::resend_after(), a delivered piece is
+// not sent again; otherwise every request may be served.
 
 #include "daemon/transfer/task_manager.h"
 
@@ -80,6 +81,26 @@ TEST_CASE("claim_upload: a source sends each piece once, again after kResendAfte
   // no longer the source (another was elected): no limit
   f.t->set_first_copy_only(false);
   CHECK(f.t->claim_upload(1, t0 + std::chrono::milliseconds(20)));
+}
+
+TEST_CASE("claim_upload: a source does not send a delivered piece again while it reads",
+          "[transfer][task]") {
+  // The child that has it passes it on; second copies took ~10% of the
+  // source's uplink at 16 nodes (bench/swarm).
+  fixture f;
+  f.t->set_first_copy_only(true);
+  const auto t0 = clock_type::now();
+  const auto resend = transfer::task::kResendAfter;
+  CHECK(f.t->claim_upload(0, t0));
+  f.t->piece_delivered(0, std::chrono::milliseconds(100));
+  CHECK_FALSE(f.t->claim_upload(0, t0 + resend));
+  CHECK_FALSE(f.t->claim_upload(0, t0 + transfer::task::kResendMax * 2));
+  // a piece whose send did not complete still goes again after the window
+  CHECK(f.t->claim_upload(1, t0));
+  CHECK(f.t->claim_upload(1, t0 + f.t->resend_after()));
+  // no longer the source: no limit
+  f.t->set_first_copy_only(false);
+  CHECK(f.t->claim_upload(0, t0 + resend));
 }
 
 TEST_CASE("claim_upload: a source holding every piece sends any piece to anyone",
