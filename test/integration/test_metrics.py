@@ -88,7 +88,7 @@ def test_metrics_follow_a_blob_through_the_swarm(registry, scheduler_factory, sh
     m1 = d1.metrics()
     assert SIZE <= m1["shoal_upload_bytes_total"] <= SIZE + PIECE
     assert m1["shoal_upload_slots_in_use"] == 0
-    assert m1["shoal_upload_slots"] == 4
+    assert m1["shoal_upload_slots"] == 3  # the default (bench/README.md: 3 beat 4 at 16 nodes)
 
     # the same blob again from d2: served from its cache
     r = d2.get_blob(REPO, digest)
