@@ -132,12 +132,12 @@ class task : public std::enable_shared_from_this<task> {
   bool claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now);
   void set_first_copy_only(bool on) { first_copy_only_ = on; }
   // How long a piece whose send has not completed stays its first copy's:
-  // time for the child to receive it and pass it on.
-  // 16 nodes at 25 MiB/s (bench/swarm, when delivered pieces went again
-  // too): the source sent 1.62 copies with a factor of 3, 1.33 with 8, 1.23
-  // with 16 (no faster). kResendFactor times the
-  // recent send time (an EWMA of piece_delivered's), within [kResendMin,
-  // kResendMax]; kResendAfter before any piece was delivered.
+  // time for the child to receive it and pass it on. 16 nodes at 25 MiB/s
+  // (bench/swarm, when delivered pieces went again too): the source sent
+  // 1.62 copies with a factor of 3, 1.33 with 8, 1.23 with 16 (no faster).
+  // kResendFactor times the recent send time (an EWMA of piece_delivered's),
+  // within [kResendMin, kResendMax]; kResendAfter before any piece was
+  // delivered.
   std::chrono::steady_clock::duration resend_after() const;
   static constexpr std::chrono::milliseconds kResendAfter{2000};
   static constexpr std::chrono::milliseconds kResendMin{500};
