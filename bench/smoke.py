@@ -58,7 +58,7 @@ def datapath(build: str, out: Path) -> None:
 def scheduler(build: str, out: Path) -> None:
     pin = len(os.sched_getaffinity(0)) >= 2
     run([str(ROOT / "bench/scheduler/run"), "--hosts", "50", "--tasks", "2", "--peers", "20",
-         "--pieces", "16", "--ramp-rate", "200", "--duration", "5", "--churn", "4", "--build-dir", build,
+         "--pieces", "16", "--ramp-rate", "200", "--duration", "5", "--churn", "4", "--heartbeat", "1", "--build-dir", build,
          "--json", str(out)] + (["--pin"] if pin else []), timeout=120)
     j = json.loads(out.read_text())
     if pin:
@@ -67,6 +67,9 @@ def scheduler(build: str, out: Path) -> None:
     check(sum(j["parent_choices"].values()) > 0, "parent choices (shoal_scheduler_parent_choices_total)")
     check(len(j["server_by_second"]) >= 3, "the scheduler's own latency per second")
     check(j["config"]["streams"] == 40, "stream count")
+    # Each host on its own 1 s timer over >= 5 s of load: >= 4 beats each, all answered.
+    check(j["config"]["heartbeats_ok"] >= 4 * 50 and j["config"]["heartbeats_failed"] == 0,
+          f"heartbeats: {j['config']['heartbeats_ok']} answered, {j['config']['heartbeats_failed']} failed")
     lat = j["decision_latency"]
     check(lat["register"]["count"] == 40, f"register samples: {lat['register']['count']} of 40")
     for k in ("p50_ms", "p99_ms"):

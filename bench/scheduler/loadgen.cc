@@ -18,6 +18,7 @@
 // and reads the scheduler's CPU seconds and peak RSS from /proc/PID when
 // --scheduler-pid is given. Prints a summary and writes JSON.
 
+#include <absl/synchronization/mutex.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -62,6 +63,8 @@ struct config {
   double fail_ratio = 0.05;       // share of a child's piece events that are PieceFailed
   double duration = 30;           // seconds of the steady phase (after the ramp)
   double churn = 100;             // streams per second replaced during the steady phase
+  double heartbeat = 5;           // seconds between a host's AnnounceHost
+  bool heartbeat_burst = false;   // every host at the same instant (default: each on its own timer)
   std::string json_path;
 };
 
@@ -146,9 +149,22 @@ class peer_sim : public grpc::ClientBidiReactor<v1::PeerEvent, v1::Decision> {
     enqueue(std::move(ev), timed::register_);
   }
 
-  // Called by the driver: sends the next piece event if it is time.
-  void step(clk::time_point now) {
+  // Called by the driver every few ms: sends the next piece event if it is
+  // time, and expires an unanswered PieceFailed. Without the lock until
+  // either is due (the driver walks every stream: 25,000 of them).
+  void tick(clk::time_point now) {
+    if (now.time_since_epoch().count() < wake_.load(std::memory_order_acquire)) return;
     std::lock_guard l(mu_);
+    step(now);
+    expire(now);
+    auto wake = next_;
+    if (awaiting_failed_ && failed_sent_ != clk::time_point{})
+      wake = std::min(wake, failed_sent_ + kFailedWindow);
+    wake_.store(wake.time_since_epoch().count(), std::memory_order_release);
+  }
+
+ private:
+  void step(clk::time_point now) {
     if (closed_ || half_closed_ || queue_.size() > 2 || now < next_) return;
     if (is_source_ && !origin_.empty()) {
       next_ = now + secs(cfg_.source_interval);
@@ -216,9 +232,8 @@ class peer_sim : public grpc::ClientBidiReactor<v1::PeerEvent, v1::Decision> {
     }
   }
 
-  // Expires a PieceFailed that got no Parents within 1 s.
+  // Expires a PieceFailed that got no Parents within kFailedWindow.
   void expire(clk::time_point now) {
-    std::lock_guard l(mu_);
     if (awaiting_failed_ && failed_sent_ != clk::time_point{} &&
         now - failed_sent_ > kFailedWindow) {
       awaiting_failed_ = false;
@@ -227,6 +242,7 @@ class peer_sim : public grpc::ClientBidiReactor<v1::PeerEvent, v1::Decision> {
     }
   }
 
+ public:
   // Half-closes (WritesDone once the queue is written): the scheduler drops the peer.
   void finish() {
     std::lock_guard l(mu_);
@@ -297,7 +313,13 @@ class peer_sim : public grpc::ClientBidiReactor<v1::PeerEvent, v1::Decision> {
     writing_ = true;
     auto& [ev, t] = queue_.front();
     if (t == timed::register_) register_sent_ = clk::now();
-    if (t == timed::failed) failed_sent_ = clk::now();
+    if (t == timed::failed) {
+      failed_sent_ = clk::now();
+      // The driver wakes for its expiry (wake_ may be a whole event interval away).
+      wake_.store(std::min(wake_.load(std::memory_order_relaxed),
+                           (failed_sent_ + kFailedWindow).time_since_epoch().count()),
+                  std::memory_order_release);
+    }
     StartWrite(&ev);
   }
 
@@ -371,6 +393,8 @@ class peer_sim : public grpc::ClientBidiReactor<v1::PeerEvent, v1::Decision> {
         std::chrono::duration_cast<std::chrono::seconds>(register_sent_ - g_ramp_start).count());
   }
   clk::time_point next_{};
+  // When tick() next has anything to do (steady_clock ticks); 0 = check now.
+  std::atomic<clk::rep> wake_{0};
   std::mt19937 rng_;
 };
 
@@ -425,30 +449,46 @@ void raise_nofile() {
   }
 }
 
-// AnnounceHost for every host, waiting for all answers.
+struct announce_call {
+  grpc::ClientContext ctx;
+  v1::AnnounceHostRequest req;
+  v1::AnnounceHostResponse resp;
+};
+
+// The AnnounceHost of host h (what a daemon sends at start and as heartbeat).
+std::unique_ptr<announce_call> announce_request(std::uint32_t h) {
+  auto c = std::make_unique<announce_call>();
+  c->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto* host = c->req.mutable_host();
+  host->set_id(host_name(h));
+  host->set_hostname(host_name(h));
+  host->set_peer_addr("10." + std::to_string(h / 250) + "." + std::to_string(h % 250) + ".1:7412");
+  host->set_zone("zone-" + std::to_string(h % 4));
+  host->set_upload_slots(8);
+  host->set_disk_total_bytes(1ull << 40);
+  host->set_disk_free_bytes(1ull << 39);
+  host->set_version("bench");
+  return c;
+}
+
+// One host's heartbeat, not waited for: the call frees itself when answered.
+void announce_one(std::uint32_t h, v1::Scheduler::Stub& stub) {
+  auto* raw = announce_request(h).release();
+  stub.async()->AnnounceHost(&raw->ctx, &raw->req, &raw->resp, [raw](grpc::Status s) {
+    (s.ok() ? g_count.announce_ok : g_count.announce_err)++;
+    delete raw;
+  });
+}
+
+// AnnounceHost for every host at once, waiting for all answers.
 void announce_all(const config& cfg, std::vector<std::unique_ptr<v1::Scheduler::Stub>>& stubs) {
-  struct call {
-    grpc::ClientContext ctx;
-    v1::AnnounceHostRequest req;
-    v1::AnnounceHostResponse resp;
-  };
   std::atomic<std::uint32_t> pending{cfg.hosts};
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<std::unique_ptr<call>> calls;
+  std::vector<std::unique_ptr<announce_call>> calls;
   calls.reserve(cfg.hosts);
   for (std::uint32_t h = 0; h < cfg.hosts; ++h) {
-    auto c = std::make_unique<call>();
-    c->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    auto* host = c->req.mutable_host();
-    host->set_id(host_name(h));
-    host->set_hostname(host_name(h));
-    host->set_peer_addr("10." + std::to_string(h / 250) + "." + std::to_string(h % 250) + ".1:7412");
-    host->set_zone("zone-" + std::to_string(h % 4));
-    host->set_upload_slots(8);
-    host->set_disk_total_bytes(1ull << 40);
-    host->set_disk_free_bytes(1ull << 39);
-    host->set_version("bench");
+    auto c = announce_request(h);
     auto* raw = c.get();
     stubs[h % stubs.size()]->async()->AnnounceHost(&raw->ctx, &raw->req, &raw->resp,
                                                     [&](grpc::Status s) {
@@ -489,8 +529,17 @@ int main(int argc, char** argv) {
   app.add_option("--churn", cfg.churn,
                  "Streams per second that leave (WritesDone) and register anew during the steady load")
       ->capture_default_str();
+  app.add_option("--heartbeat", cfg.heartbeat, "Seconds between a host's AnnounceHost")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_flag("--heartbeat-burst", cfg.heartbeat_burst,
+               "Every host announces at the same instant (default: each host on its own timer)");
   app.add_option("--json", cfg.json_path, "Write the figures here");
   CLI11_PARSE(app, argc, argv);
+  // As in shoal-scheduler: Debian's Abseil checks every absl::Mutex gRPC
+  // takes for lock-order cycles. The generator shares the CPUs with the
+  // scheduler it measures, so its CPU use is kept down.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (cfg.peers > cfg.hosts) {
     std::fprintf(stderr, "--peers (%u) must be <= --hosts (%u): each peer of a task is a distinct host\n",
                  cfg.peers, cfg.hosts);
@@ -531,20 +580,37 @@ int main(int argc, char** argv) {
   std::vector<std::uint32_t> slot_host(total), slot_task(total);
   std::atomic<bool> stop_driver{false};
   std::atomic<std::size_t> opened{0};
-  auto t_heartbeat = clk::now();
+  // Heartbeats: a daemon announces every --heartbeat seconds from its own
+  // start, so host h's beats fall at phase h/hosts of the interval; with
+  // --heartbeat-burst every host announces at the same instant.
+  const auto t_beats = clk::now();
+  const auto beat =
+      std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(cfg.heartbeat));
+  std::uint64_t beats_sent = 0;  // spread: host beats_sent % hosts is next
+  auto t_burst = t_beats;
   // The driver thread paces piece events and host heartbeats.
   std::thread driver([&] {
     while (!stop_driver) {
       const auto now = clk::now();
       const std::size_t n = opened.load();
       for (std::size_t k = 0; k < n; ++k) {
-        peer_sim* s = active[k].load();
-        s->step(now);
-        s->expire(now);
+        active[k].load()->tick(now);
       }
-      if (now - t_heartbeat > std::chrono::seconds(5)) {
-        t_heartbeat = now;
-        std::thread([&] { announce_all(cfg, stubs); }).detach();
+      if (cfg.heartbeat_burst) {
+        if (now - t_burst > beat) {
+          t_burst = now;
+          std::thread([&] { announce_all(cfg, stubs); }).detach();
+        }
+      } else {
+        // Beat k is due at t_beats + (k + hosts) / hosts * interval: the
+        // first of each host one interval after the initial announce.
+        const double due =
+            std::chrono::duration<double>(now - t_beats).count() / cfg.heartbeat * cfg.hosts -
+            cfg.hosts;
+        for (; due >= 0 && static_cast<double>(beats_sent) <= due; ++beats_sent) {
+          const auto h = static_cast<std::uint32_t>(beats_sent % cfg.hosts);
+          announce_one(h, *stubs[h % stubs.size()]);
+        }
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
@@ -646,6 +712,10 @@ int main(int argc, char** argv) {
   c["fail_ratio"] = cfg.fail_ratio;
   c["duration_s"] = cfg.duration;
   c["churn_per_s"] = cfg.churn;
+  c["heartbeat_s"] = cfg.heartbeat;
+  c["heartbeat_burst"] = cfg.heartbeat_burst;
+  c["heartbeats_ok"] = g_count.announce_ok.load();
+  c["heartbeats_failed"] = g_count.announce_err.load();
   out["config"] = c;
   json::object ph;
   ph["announce_s"] = announce_s;
