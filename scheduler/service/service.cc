@@ -270,6 +270,11 @@ result<void> service::start() {
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  // No bandwidth-delay probing: it pings each connection to grow its
+  // receive window for bulk uploads, and daemons send the scheduler small
+  // events. Off, bench/scheduler absorbed ~5% more events per second for
+  // the same CPU (19,500 against 18,400 in 3 interleaved pairs).
+  b.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   server_ = b.BuildAndStart();
   if (!server_ || port_ == 0) {
     server_.reset();
