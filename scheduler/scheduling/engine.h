@@ -149,7 +149,9 @@ class engine {
   // Queues `zone`'s gateway and the one before it if they differ (a lower
   // host id joined, or the gateway left or failed): it alone fetches across zones.
   void check_gateway(task& t, const std::string& zone, const std::optional<host_id>& before);
-  void queue_short_of_parents(task& t);
+  // Queues the task's children short of parents; with `newcomer`, only
+  // those the zone rule lets take it (the others stay listed for the next).
+  void queue_short_of_parents(task& t, const peer* newcomer = nullptr);
   void queue_full_pass(time_point now);
 
   // Removes a peer and repairs what depended on it (source, children, empty task).

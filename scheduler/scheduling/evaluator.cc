@@ -18,6 +18,17 @@ bool evaluator::zone_gateway(const registry& reg, const task& t, const peer& chi
   return t.lowest_live_in_zone(zone, child.host);
 }
 
+bool evaluator::zone_allows(const registry& reg, const task& t, const peer& child,
+                            const peer& candidate) const {
+  if (!opts_.zone_gateways) return true;
+  const host* ch = reg.host_of(child);
+  const host* h = reg.host_of(candidate);
+  if (ch == nullptr || h == nullptr || ch->zone_id == 0 || h->zone_id == 0 ||
+      ch->zone_id == h->zone_id)
+    return true;
+  return zone_gateway(reg, t, child);
+}
+
 bool evaluator::is_candidate(const registry& reg, const task& t, const peer& child,
                              const peer& candidate) const {
   child_context cc = context_of(reg, child);

@@ -71,6 +71,10 @@ class evaluator {
   // Whether child is the peer of its zone that fetches from other zones
   // (true without a zone).
   bool zone_gateway(const registry& reg, const task& t, const peer& child) const;
+  // Whether the zone rule lets `candidate` be a parent of `child`: the same
+  // zone (or no zones), or child is its zone's gateway.
+  bool zone_allows(const registry& reg, const task& t, const peer& child,
+                   const peer& candidate) const;
   // Whether `candidate` may be a parent of `child` at all.
   bool is_candidate(const registry& reg, const task& t, const peer& child,
                     const peer& candidate) const;

@@ -254,3 +254,36 @@ TEST_CASE(
   REQUIRE(pc);
   CHECK(hosts_of(pc->parents()) == std::vector<std::string>{"a"});
 }
+
+TEST_CASE(
+    "rescore: a newcomer re-scores only the children short of parents that may take it: "
+    "its own zone's, and other zones' gateways",
+    "[scheduler][rescore]") {
+  fixture f(no_full_pass());
+  // Zone x: a (the source), b, later d. Zone y: c (its gateway, the lowest
+  // host id there) and e.
+  for (auto h : {"a", "b", "d"}) f.announce(h, {.zone = "x"});
+  for (auto h : {"c", "e"}) f.announce(h, {.zone = "y"});
+  f.join("a");
+  f.join("b", {.has_client = false});
+  f.join("c", {.has_client = false});
+  f.join("e", {.has_client = false});
+  run_maintain(f);
+  REQUIRE(f.e.state().tasks().size() == 1);
+  const task& t = f.e.state().tasks().begin()->second;
+  auto queued = [&](const char* h) { return t.find_peer(host_id(h))->rescore_queued; };
+  auto listed = [&](const char* h) { return t.find_peer(host_id(h))->short_listed; };
+  // Everyone wants 8 parents and has at most 3: all short of parents.
+  for (auto h : {"b", "c", "e"}) REQUIRE(listed(h));
+
+  f.join("d", {.has_client = false});  // zone x
+  CHECK(queued("b"));                  // the same zone: d is a parent for it
+  CHECK(queued("c"));                  // y's gateway fetches across zones
+  CHECK_FALSE(queued("e"));            // y, not its gateway: d is no parent for it
+  CHECK(listed("e"));                  // still listed, for the next newcomer or new pieces
+  while (f.e.sweep(SIZE_MAX)) {
+  }
+  f.announce("f", {.zone = "y"});
+  f.join("f", {.has_client = false});
+  CHECK(queued("e"));
+}
