@@ -779,12 +779,19 @@ void engine::flush_digests() {
   pending_digest_tasks_.clear();
 }
 
+duration engine::digest_delay(const task& t) const {
+  const std::size_t per = std::max<std::size_t>(opts_.digest_batch_peers, 1);
+  const auto scale = static_cast<std::int64_t>((t.peers().size() + per - 1) / per);
+  return std::min(opts_.digest_batch_delay * std::max<std::int64_t>(scale, 1),
+                  std::max(opts_.digest_batch_delay, opts_.digest_batch_delay_max));
+}
+
 std::optional<time_point> engine::next_digest_flush() const {
   std::optional<time_point> due;
   for (const auto& id : pending_digest_tasks_) {
     const task* t = reg_.find_task(id);
     if (t == nullptr || !t->pending_since) continue;
-    const time_point at = *t->pending_since + opts_.digest_batch_delay;
+    const time_point at = *t->pending_since + digest_delay(*t);
     if (!due || at < *due) due = at;
   }
   return due;

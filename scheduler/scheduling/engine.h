@@ -35,6 +35,13 @@ struct engine_options {
   // when this many are waiting.
   duration digest_batch_delay = std::chrono::milliseconds(20);
   std::size_t digest_batch_size = 64;
+  // A batch is one message to every peer of the task: past this many peers
+  // the delay grows in proportion (a task then costs about this many
+  // messages per digest_batch_delay), up to digest_batch_delay_max. With
+  // 500 peers a source reporting a piece every 20 ms cost 25,000
+  // messages a second.
+  std::size_t digest_batch_peers = 64;
+  duration digest_batch_delay_max = std::chrono::milliseconds(200);
   // After this many source peers of one task report Failed, the task is
   // aborted with NO_SOURCE (origin refuses everyone).
   std::uint32_t max_source_failures = 3;
@@ -110,6 +117,8 @@ class engine {
   void flush_digests();
   // When the oldest batched digest is due, if any is waiting.
   std::optional<time_point> next_digest_flush() const;
+  // How long t's digests wait to be broadcast (engine_options::digest_batch_*).
+  duration digest_delay(const task& t) const;
   // Elections held back for a peer in the origin zone: when the first one is
   // due, and holding those that are due (any source then).
   std::optional<time_point> next_election() const;

@@ -714,3 +714,31 @@ TEST_CASE("tick: the re-scheduling sweep runs in slices and carries on across ti
         std::vector<std::string>{"b", "c", "d", "e"});
   CHECK(f.e.rescores_queued() == 0);
 }
+
+TEST_CASE("digests: a task of many peers batches them for longer", "[scheduler][engine]") {
+  engine_options o;  // 20 ms, 64 peers, at most 200 ms
+  fixture f(o);
+  std::vector<stream_id> streams;
+  auto joined = [&](std::size_t from, std::size_t to) {
+    for (std::size_t i = from; i < to; ++i) {
+      const std::string h = "h" + std::to_string(1000 + i);
+      f.announce(h);
+      streams.push_back(f.join(h));
+    }
+  };
+  auto due_after = [&](std::uint32_t piece) {
+    f.finished(streams.at(0), piece, sha(piece));  // h1000, the source
+    auto due = f.e.next_digest_flush();
+    REQUIRE(due);
+    f.e.flush_digests();
+    return *due - f.clk.now();
+  };
+  joined(0, 64);
+  CHECK(due_after(0) == o.digest_batch_delay);
+  joined(64, 65);  // 65 peers: twice as long
+  CHECK(due_after(1) == 2 * o.digest_batch_delay);
+  joined(65, 200);  // 200: 4x
+  CHECK(due_after(2) == 4 * o.digest_batch_delay);
+  joined(200, 700);  // 700 would be 11x: capped
+  CHECK(due_after(3) == o.digest_batch_delay_max);
+}
