@@ -876,10 +876,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     // Pieces being received plus those waiting to be hashed and written are
     // all in memory: bounded, so a pool slower than the sockets slows the
     // requests rather than growing the heap (it grew to 1.1 GiB without this).
-    while (total_in_flight_ + verifying_pieces_.size() < s_.opts_.max_in_flight) {
+    while (fetch_slots_used(total_in_flight_, verifying_pieces_.size(), first_copies_.size()) <
+           s_.opts_.max_in_flight) {
       auto [pid, n] = choose();
       if (pid.empty()) break;
       auto& ps = parents_[pid];
+      if (parent_last_resort(ps.source, holds_every_piece(ps))) first_copies_.insert({n, pid});
       ++ps.asked_since;
       ++ps.in_flight;
       ++total_in_flight_;
@@ -894,6 +896,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   bool needed(std::uint32_t n) const {
     return !have_[n] && !origin_list_.contains(n) && !parked_.contains(n) &&
            !verifying_pieces_.contains(n);
+  }
+  bool holds_every_piece(const parent_state& p) const {
+    return p.has.size() == count_ &&
+           std::all_of(p.has.begin(), p.has.end(), [](bool b) { return b; });
   }
   bool wanted(std::uint32_t n) const {
     if (!needed(n)) return false;
@@ -912,10 +918,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     // The source reading origin: only for pieces no other parent can give.
     std::set<std::string> last_resort;
     for (auto& [id, p] : parents_)
-      if (parent_last_resort(p.source,
-                             p.has.size() == count_ &&
-                                 std::all_of(p.has.begin(), p.has.end(), [](bool b) { return b; })))
-        last_resort.insert(id);
+      if (parent_last_resort(p.source, holds_every_piece(p))) last_resort.insert(id);
     const std::size_t limit = requests_per_parent(active, s_.opts_.per_parent);
     auto usable = [&](const std::string& id, const parent_state& p) {
       return p.usable(now) && !blocked_.contains(id) && p.in_flight < limit &&
@@ -1020,6 +1023,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     --ps.in_flight;
     --self->total_in_flight_;
     --self->in_flight_[n];
+    self->first_copies_.erase({n, pid});
     self->fetching_[n].erase(pid);
     if (self->work_gen_ != gen || !self->downloading()) co_return;
     if (!r) {
@@ -1141,6 +1145,9 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   std::vector<std::uint32_t> in_flight_;
   std::map<std::uint32_t, std::set<std::string>> fetching_;
   std::size_t total_in_flight_ = 0;
+  // (piece, parent) of the requests in flight to a source reading origin
+  // (fetch_slots_used counts them twice).
+  std::set<std::pair<std::uint32_t, std::string>> first_copies_;
   std::map<std::string, parent_state> parents_;
   std::set<std::string> blocked_;
   std::set<std::uint32_t> origin_list_;

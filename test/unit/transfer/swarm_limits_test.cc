@@ -2,12 +2,14 @@
 // (transfer::requests_per_parent): one each when it has several parents, so a
 // parent's uplink carries fewer pieces at once and each arrives sooner; and
 // which parents it asks last (transfer::parent_last_resort), and which of a
-// piece's holders first (transfer::holder_rank, transfer::parent_upload_load).
+// piece's holders first (transfer::holder_rank, transfer::parent_upload_load);
+// and how many of its max_in_flight requests are in use (transfer::fetch_slots_used).
 
 #include <catch2/catch.hpp>
 
 #include "daemon/transfer/swarm.h"
 
+using shoal::transfer::fetch_slots_used;
 using shoal::transfer::holder_rank;
 using shoal::transfer::kUploadsFresh;
 using shoal::transfer::parent_last_resort;
@@ -53,4 +55,19 @@ TEST_CASE("a child asks the least busy holder of a piece, the reading source las
   CHECK(holder_rank{false, 1, 4, 9} < holder_rank{true, 0, 0, 0});
   // Equal loads: the draw decides, not the host id.
   CHECK(holder_rank{false, 0, 2, 1} < holder_rank{false, 0, 2, 2});
+}
+
+TEST_CASE("a first copy from the reading source takes two of a child's request slots") {
+  const auto max = swarm_options{}.max_in_flight;
+  REQUIRE(max == 4);
+  // From parents only: four pieces at once, each a quarter of the downlink.
+  CHECK(fetch_slots_used(3, 0, 0) < max);
+  CHECK(fetch_slots_used(4, 0, 0) == max);
+  // Pieces waiting to be hashed and written hold memory: they count too.
+  CHECK(fetch_slots_used(2, 2, 0) == max);
+  // One of three from the reading source: no fourth, so it gets a third.
+  CHECK(fetch_slots_used(3, 0, 1) == max);
+  CHECK(fetch_slots_used(2, 0, 1) < max);
+  // Two first copies at once leave room for nothing else.
+  CHECK(fetch_slots_used(2, 0, 2) == max);
 }
