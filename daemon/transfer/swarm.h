@@ -51,7 +51,7 @@ constexpr bool parent_last_resort(bool reading_source, bool holds_every_piece) {
 // is a first copy: it crosses the source's uplink once, and the swarm waits
 // for it. On the child's downlink it shares with the other fetches, so with
 // one fetch fewer beside it gets a third of the link instead of a quarter
-// (8 nodes x 512 MiB at 25 MiB/s: 23.26 s against 23.60 s; counted three
+// (8 nodes x 512 MiB at 25 MiB/s: 23.28 s against 23.64 s; counted three
 // times, 23.68 s; bench/README.md).
 constexpr std::size_t fetch_slots_used(std::size_t receiving, std::size_t verifying,
                                        std::size_t from_reading_source) {
