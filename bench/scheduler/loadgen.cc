@@ -114,6 +114,7 @@ struct counters {
   std::atomic<std::uint64_t> d_digests{0}, d_parents{0}, d_origin{0}, d_stop{0}, d_abort{0};
   std::atomic<std::uint64_t> failed_unanswered{0}, streams_ended{0}, streams_error{0};
   std::atomic<std::uint64_t> announce_ok{0}, announce_err{0};
+  std::atomic<std::uint64_t> announce_pending{0};  // heartbeats not answered yet
 };
 
 samples g_samples;
@@ -471,13 +472,24 @@ std::unique_ptr<announce_call> announce_request(std::uint32_t h) {
   return c;
 }
 
-// One host's heartbeat, not waited for: the call frees itself when answered.
+// One host's heartbeat, not waited for: the call frees itself when answered
+// (wait_heartbeats() waits for the last ones before the stubs go).
 void announce_one(std::uint32_t h, v1::Scheduler::Stub& stub) {
   auto* raw = announce_request(h).release();
+  ++g_count.announce_pending;
   stub.async()->AnnounceHost(&raw->ctx, &raw->req, &raw->resp, [raw](grpc::Status s) {
     (s.ok() ? g_count.announce_ok : g_count.announce_err)++;
     delete raw;
+    std::lock_guard l(g_end_mu);
+    --g_count.announce_pending;
+    g_end_cv.notify_all();
   });
+}
+
+void wait_heartbeats() {
+  std::unique_lock l(g_end_mu);
+  // Each call has a 30 s deadline: its callback comes by then.
+  g_end_cv.wait_for(l, std::chrono::seconds(40), [] { return g_count.announce_pending == 0; });
 }
 
 // AnnounceHost for every host at once, waiting for all answers.
@@ -588,6 +600,7 @@ int main(int argc, char** argv) {
       std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(cfg.heartbeat));
   std::uint64_t beats_sent = 0;  // spread: host beats_sent % hosts is next
   auto t_burst = t_beats;
+  std::thread burst;  // --heartbeat-burst: the round in progress
   // The driver thread paces piece events and host heartbeats.
   std::thread driver([&] {
     while (!stop_driver) {
@@ -599,7 +612,8 @@ int main(int argc, char** argv) {
       if (cfg.heartbeat_burst) {
         if (now - t_burst > beat) {
           t_burst = now;
-          std::thread([&] { announce_all(cfg, stubs); }).detach();
+          if (burst.joinable()) burst.join();  // waits if the previous round is still out
+          burst = std::thread([&] { announce_all(cfg, stubs); });
         }
       } else {
         // Beat k is due at t_beats + (k + hosts) / hosts * interval: the
@@ -666,6 +680,8 @@ int main(int argc, char** argv) {
   const auto steady_end = clk::now();
   stop_driver = true;
   driver.join();
+  if (burst.joinable()) burst.join();
+  wait_heartbeats();
 
   // Close every stream (WritesDone): the scheduler removes the peers.
   for (auto& s : sims) s->finish();

@@ -876,18 +876,20 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     // Pieces being received plus those waiting to be hashed and written are
     // all in memory: bounded, so a pool slower than the sockets slows the
     // requests rather than growing the heap (it grew to 1.1 GiB without this).
-    while (fetch_slots_used(total_in_flight_, verifying_pieces_.size(), first_copies_.size()) <
+    while (fetch_slots_used(total_in_flight_, verifying_pieces_.size(), first_copies_) <
            s_.opts_.max_in_flight) {
       auto [pid, n] = choose();
       if (pid.empty()) break;
       auto& ps = parents_[pid];
-      if (parent_last_resort(ps.source, holds_every_piece(ps))) first_copies_.insert({n, pid});
+      const bool first_copy = parent_last_resort(ps.source, holds_every_piece(ps));
+      first_copies_ += first_copy;
       ++ps.asked_since;
       ++ps.in_flight;
       ++total_in_flight_;
       ++in_flight_[n];
       fetching_[n].insert(pid);
-      asio::co_spawn(ex_, fetch(shared_from_this(), pid, ps.addr, n, work_gen_), asio::detached);
+      asio::co_spawn(ex_, fetch(shared_from_this(), pid, ps.addr, n, first_copy, work_gen_),
+                     asio::detached);
     }
   }
 
@@ -1005,7 +1007,8 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   }
 
   static awaitable<void> fetch(std::shared_ptr<swarm_session> self, std::string pid,
-                               std::string addr, std::uint32_t n, std::uint64_t gen) {
+                               std::string addr, std::uint32_t n, bool first_copy,
+                               std::uint64_t gen) {
     const auto start = clock::now();
     auto t = self->t_;
     const std::uint64_t size = piece_size(n, t->content_length(), t->piece_length());
@@ -1023,7 +1026,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     --ps.in_flight;
     --self->total_in_flight_;
     --self->in_flight_[n];
-    self->first_copies_.erase({n, pid});
+    self->first_copies_ -= first_copy;
     self->fetching_[n].erase(pid);
     if (self->work_gen_ != gen || !self->downloading()) co_return;
     if (!r) {
@@ -1145,9 +1148,9 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   std::vector<std::uint32_t> in_flight_;
   std::map<std::uint32_t, std::set<std::string>> fetching_;
   std::size_t total_in_flight_ = 0;
-  // (piece, parent) of the requests in flight to a source reading origin
-  // (fetch_slots_used counts them twice).
-  std::set<std::pair<std::uint32_t, std::string>> first_copies_;
+  // Requests in flight to a source reading origin (fetch_slots_used counts
+  // them twice).
+  std::size_t first_copies_ = 0;
   std::map<std::string, parent_state> parents_;
   std::set<std::string> blocked_;
   std::set<std::uint32_t> origin_list_;

@@ -55,6 +55,13 @@ struct fixture {
   }
 };
 
+// A task whose daemon is the source: it sends each piece once while it reads.
+struct source_fixture : fixture {
+  explicit source_fixture(bool holds_all = false) : fixture(holds_all) {
+    t->set_first_copy_only(true);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("claim_upload: anyone may have any piece unless this daemon is a source",
@@ -66,8 +73,7 @@ TEST_CASE("claim_upload: anyone may have any piece unless this daemon is a sourc
 
 TEST_CASE("claim_upload: a source sends each piece once, again after kResendAfter",
           "[transfer][task]") {
-  fixture f;
-  f.t->set_first_copy_only(true);
+  source_fixture f;
   const auto t0 = clock_type::now();
   const auto resend = transfer::task::kResendAfter;
   CHECK(f.t->claim_upload(0, t0));
@@ -87,8 +93,7 @@ TEST_CASE("claim_upload: a source does not send a delivered piece again while it
           "[transfer][task]") {
   // The child that has it passes it on; second copies took ~10% of the
   // source's uplink at 16 nodes (bench/swarm).
-  fixture f;
-  f.t->set_first_copy_only(true);
+  source_fixture f;
   const auto t0 = clock_type::now();
   const auto resend = transfer::task::kResendAfter;
   CHECK(f.t->claim_upload(0, t0));
@@ -108,20 +113,17 @@ TEST_CASE("claim_upload: a source holding every piece sends any piece to anyone"
   // Its uplink has nothing new left to carry: the children catching up take
   // from it like from any other parent (8 nodes, bench/swarm: 23.45 s against
   // 24.26 s with the rule kept to the end).
-  fixture f(true);
-  f.t->set_first_copy_only(true);
+  source_fixture f(true);
   const auto t0 = clock_type::now();
   for (int i = 0; i < 3; ++i) CHECK(f.t->claim_upload(0, t0));
-  fixture g;  // holds nothing: the rule applies
-  g.t->set_first_copy_only(true);
+  source_fixture g;  // holds nothing: the rule applies
   CHECK(g.t->claim_upload(0, t0));
   CHECK_FALSE(g.t->claim_upload(0, t0));
 }
 
 TEST_CASE("resend_after follows the time pieces take to send", "[transfer][task]") {
   using std::chrono::milliseconds;
-  fixture f;
-  f.t->set_first_copy_only(true);
+  source_fixture f;
   CHECK(f.t->resend_after() == transfer::task::kResendAfter);  // nothing measured yet
   // slow links: a piece took 2 s to send, so a child needs a few times that
   // to pass it on to the others; the window grows to kResendFactor x 2 s
