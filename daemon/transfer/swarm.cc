@@ -11,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -22,6 +23,7 @@
 #include "common/piece.h"
 #include "common/sha256.h"
 #include "common/units.h"
+#include "daemon/transfer/piece_list.h"
 
 namespace shoal::transfer {
 
@@ -35,85 +37,132 @@ using clock = std::chrono::steady_clock;
 namespace {
 auto log() { return logger("swarm"); }
 
-// A piece body: one buffer of the piece's size, not zero-filled (every byte
-// is read into it before it is used).
-struct piece_body {
-  explicit piece_body(std::size_t n) : data(std::make_unique_for_overwrite<char[]>(n)), size(n) {}
-  std::unique_ptr<char[]> data;
-  std::size_t size;
-  std::span<const char> bytes() const { return {data.get(), size}; }
-};
-
 struct peer_reply {
   unsigned status = 0;
-  std::string body;                         // any reply but a whole piece
-  std::shared_ptr<const piece_body> piece;  // a 200 whose Content-Length is `piece_size`
-  std::string version;                      // X-Shoal-Bitmap-Version
-  std::string uploads;                      // X-Shoal-Uploads
+  std::string body;                      // any reply but a whole piece
+  std::shared_ptr<partial_piece> piece;  // a 200 whose Content-Length is `piece_size`
+  std::string version;                   // X-Shoal-Bitmap-Version
+  std::string uploads;                   // X-Shoal-Uploads
+  std::string receiving;                 // X-Shoal-Receiving
 };
 
-// One GET to a parent's piece server. `timed_out` tells a slow parent from
-// one that cannot be reached. With `piece_size` set, a 200 of exactly that
-// length is read straight from the socket into one buffer with large reads
-// (not through Beast's body parser: socket -> parser buffer -> string, 64 KiB
-// at a time); anything else, up to `limit` bytes, into `body`.
-awaitable<result<peer_reply>> peer_get(asio::any_io_executor ex, std::string addr,
-                                       std::string target, std::size_t limit,
-                                       std::chrono::seconds timeout, bool* timed_out,
-                                       std::size_t piece_size = 0) {
-  *timed_out = false;
+// How a piece GET went, beyond its result.
+struct peer_get_info {
+  bool timed_out = false;  // a slow parent, not one that cannot be reached
+  bool relayed = false;    // the parent relayed a piece it was receiving (X-Shoal-Relay)
+};
+
+// A connection to a parent, kept open between requests when `keep` (the
+// /bitmap long-poll asks again as soon as it is answered: a new TCP
+// connection each time cost both sides a connect and a close per answer).
+struct peer_conn {
+  explicit peer_conn(asio::any_io_executor ex, bool keep = false) : stream(ex), keep(keep) {}
+  beast::tcp_stream stream;
+  bool keep;
+  std::string addr;  // where `stream` is connected, if open
+  bool open = false;
+  void close() {
+    boost::system::error_code ignore;
+    stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignore);
+    stream.socket().close(ignore);
+    open = false;
+  }
+};
+
+// One GET to a parent's piece server over `conn` (connected first unless it
+// is open to `addr`; a kept connection the parent closed meanwhile is
+// replaced once). With `piece_size` set, a 200 of exactly that length is read
+// straight from the socket into one buffer with large reads (not through
+// Beast's body parser: socket -> parser buffer -> string, 64 KiB at a time),
+// handed to `on_body` before its first byte so that this daemon can relay it
+// as it arrives (partial_piece.h); anything else, up to `limit` bytes, into
+// `body`.
+awaitable<result<peer_reply>> peer_get(
+    peer_conn& conn, std::string addr, std::string target, std::size_t limit,
+    std::chrono::seconds timeout, peer_get_info* info, std::size_t piece_size = 0,
+    std::function<void(const std::shared_ptr<partial_piece>&)> on_body = nullptr) {
+  *info = {};
+  bool* timed_out = &info->timed_out;
   auto ep = http::parse_endpoint(addr);
   if (!ep) co_return error(errc::invalid_argument, "parent address '" + addr + "' is invalid");
-  beast::tcp_stream stream(ex);
-  stream.expires_after(std::chrono::seconds(5));
-  auto [cec] = co_await stream.async_connect(*ep, asio::as_tuple(use_awaitable));
-  if (cec) {
-    *timed_out = cec == beast::error::timeout;
-    co_return error(errc::network, "connect to parent " + addr + ": " + cec.message());
-  }
+  if (conn.open && conn.addr != addr) conn.close();
+  auto& stream = conn.stream;
   bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
   req.set(bhttp::field::host, addr);
   req.set(bhttp::field::user_agent, "shoald");
-  stream.expires_after(timeout);
-  auto [wec, wn] = co_await bhttp::async_write(stream, req, asio::as_tuple(use_awaitable));
-  if (wec) co_return error(errc::network, "request to parent " + addr + ": " + wec.message());
+  req.keep_alive(conn.keep);
   beast::flat_buffer buf;
-  bhttp::response_parser<bhttp::string_body> parser;
-  parser.body_limit(limit);
+  // Not assignable: a new one for the second attempt.
+  std::optional<bhttp::response_parser<bhttp::string_body>> parser;
+  parser.emplace();
+  parser->body_limit(limit);
   auto failed = [&](boost::system::error_code ec) {
     *timed_out = ec == beast::error::timeout;
+    conn.close();
     return error(errc::network, "reading " + target + " from parent " + addr + ": " + ec.message());
   };
-  auto [hec, hn] =
-      co_await bhttp::async_read_header(stream, buf, parser, asio::as_tuple(use_awaitable));
-  if (hec) co_return failed(hec);
+  for (int attempt = 0;; ++attempt) {
+    const bool reused = conn.open;
+    if (!conn.open) {
+      stream.expires_after(std::chrono::seconds(5));
+      auto [cec] = co_await stream.async_connect(*ep, asio::as_tuple(use_awaitable));
+      if (cec) {
+        *timed_out = cec == beast::error::timeout;
+        conn.close();
+        co_return error(errc::network, "connect to parent " + addr + ": " + cec.message());
+      }
+      conn.open = true;
+      conn.addr = addr;
+    }
+    stream.expires_after(timeout);
+    auto [wec, wn] = co_await bhttp::async_write(stream, req, asio::as_tuple(use_awaitable));
+    boost::system::error_code hec = wec;
+    if (!wec) {
+      auto [rec, rn] =
+          co_await bhttp::async_read_header(stream, buf, *parser, asio::as_tuple(use_awaitable));
+      hec = rec;
+    }
+    if (!hec) break;
+    // A kept connection the parent closed while idle: once more on a new one.
+    if (reused && attempt == 0 && hec != beast::error::timeout) {
+      conn.close();
+      buf.clear();
+      parser.emplace();
+      parser->body_limit(limit);
+      continue;
+    }
+    co_return failed(hec);
+  }
   peer_reply out;
-  out.status = parser.get().result_int();
-  out.version = std::string(parser.get()["X-Shoal-Bitmap-Version"]);
-  out.uploads = std::string(parser.get()["X-Shoal-Uploads"]);
-  if (piece_size > 0 && out.status == 200 && parser.content_length() == piece_size &&
-      !parser.chunked()) {
-    auto body = std::make_shared<piece_body>(piece_size);
+  out.status = parser->get().result_int();
+  out.version = std::string(parser->get()["X-Shoal-Bitmap-Version"]);
+  out.uploads = std::string(parser->get()["X-Shoal-Uploads"]);
+  out.receiving = std::string(parser->get()["X-Shoal-Receiving"]);
+  info->relayed = parser->get()["X-Shoal-Relay"] == "1";
+  if (piece_size > 0 && out.status == 200 && parser->content_length() == piece_size &&
+      !parser->chunked()) {
+    auto body = std::make_shared<partial_piece>(stream.get_executor(), piece_size,
+                                                partial_piece::where::memory);
+    if (on_body) on_body(body);
     const std::size_t have = std::min(buf.size(), piece_size);
-    asio::buffer_copy(asio::buffer(body->data.get(), have), buf.data());
-    // Each read takes whatever the socket holds (asio's default completion
-    // conditions cap a read at 64 KiB).
-    auto rest = asio::buffer(body->data.get() + have, piece_size - have);
-    auto [bec, bn] = co_await asio::async_read(
-        stream, rest,
-        [&](boost::system::error_code ec, std::size_t got) -> std::size_t {
-          return ec ? 0 : rest.size() - got;
-        },
-        asio::as_tuple(use_awaitable));
-    if (bec) co_return failed(bec);
+    asio::buffer_copy(asio::buffer(body->data(), have), buf.data());
+    buf.consume(have);
+    body->advance(have);
+    // Each read takes whatever the socket holds, and is relayed at once.
+    while (!body->whole()) {
+      const auto at = static_cast<std::size_t>(body->received());
+      auto [bec, bn] = co_await stream.async_read_some(
+          asio::buffer(body->data() + at, piece_size - at), asio::as_tuple(use_awaitable));
+      if (bec) co_return failed(bec);
+      body->advance(bn);
+    }
     out.piece = std::move(body);
   } else {
-    auto [rec, rn] = co_await bhttp::async_read(stream, buf, parser, asio::as_tuple(use_awaitable));
+    auto [rec, rn] = co_await bhttp::async_read(stream, buf, *parser, asio::as_tuple(use_awaitable));
     if (rec) co_return failed(rec);
-    out.body = std::move(parser.get().body());
+    out.body = std::move(parser->get().body());
   }
-  boost::system::error_code ignore;
-  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignore);
+  if (!conn.keep || !parser->get().keep_alive() || buf.size() > 0) conn.close();
   co_return out;
 }
 
@@ -124,12 +173,13 @@ struct checked_piece {
 
 // On the blocking pool: hashes a piece from a parent and, when it matches
 // `expect` (the scheduler's digest, if known yet), writes it at `offset` --
-// off the I/O thread, which receives the next pieces meanwhile.
-awaitable<checked_piece> check_and_write(std::shared_ptr<const piece_body> data,
+// off the I/O thread, which receives the next pieces meanwhile. The piece is
+// whole: nothing writes to its buffer any more (relays only read it).
+awaitable<checked_piece> check_and_write(std::shared_ptr<const partial_piece> data,
                                          std::shared_ptr<storage::task_handle> h,
                                          std::uint64_t offset, std::string expect) {
   checked_piece out;
-  out.sha256 = sha256_hex(std::string_view(data->data.get(), data->size));
+  out.sha256 = sha256_hex(std::string_view(data->data(), data->size()));
   if (!expect.empty() && out.sha256 == expect) out.written = h->write(offset, data->bytes());
   co_return out;
 }
@@ -247,6 +297,9 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   struct parent_state {
     std::string addr;
     std::vector<bool> has;
+    // Pieces it is receiving (X-Shoal-Receiving): relayed to this child as
+    // they arrive.
+    std::vector<bool> recv;
     std::uint64_t version = 0;
     bool have_version = false;
     std::size_t in_flight = 0;
@@ -266,6 +319,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     // Pieces this parent declined to send (409: a source's first copy went
     // elsewhere), until when.
     std::map<std::uint32_t, clock::time_point> declined;
+    // Holds piece n, or relays it as it arrives.
+    bool offers(std::uint32_t n) const {
+      return n < has.size() && (has[n] || (n < recv.size() && recv[n]));
+    }
     bool declines(std::uint32_t n, clock::time_point now) {
       auto it = declined.find(n);
       if (it == declined.end()) return false;
@@ -463,6 +520,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
           ps.source = p.source();
           if (!ps.have_version) {
             ps.has.assign(count_, false);
+            ps.recv.assign(count_, false);
             const auto& bm = p.finished_bitmap();
             for (std::uint32_t i = 0; i < count_ && i / 8 < bm.size(); ++i)
               ps.has[i] = (static_cast<unsigned char>(bm[i / 8]) >> (i % 8)) & 1u;
@@ -838,14 +896,15 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       return self->work_gen_ == gen && self->downloading() && it != self->parents_.end() &&
              it->second.usable(clock::now()) && !self->blocked_.contains(pid);
     };
+    peer_conn conn(self->ex_, /*keep=*/true);
     while (alive()) {
       auto& ps = self->parents_[pid];
       std::string target = "/v1/tasks/" + self->id() + "/bitmap";
       if (ps.have_version) target += "?after=" + std::to_string(ps.version);
-      bool timed_out = false;
+      peer_get_info info;
       std::string addr = ps.addr;
-      auto r = co_await peer_get(self->ex_, std::move(addr), std::move(target),
-                                 self->count_ / 8 + 64, self->s_.opts_.bitmap_poll, &timed_out);
+      auto r = co_await peer_get(conn, std::move(addr), std::move(target), self->count_ / 8 + 64,
+                                 self->s_.opts_.bitmap_poll, &info);
       if (!alive()) break;
       auto& p = self->parents_[pid];
       if (!r || r->status != 200) {
@@ -855,6 +914,13 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       p.has.assign(self->count_, false);
       for (std::uint32_t i = 0; i < self->count_ && i / 8 < r->body.size(); ++i)
         p.has[i] = (static_cast<unsigned char>(r->body[i / 8]) >> (i % 8)) & 1u;
+      p.recv.assign(self->count_, false);
+      if (auto recv = parse_piece_list(r->receiving, self->count_)) {
+        for (auto n : *recv) p.recv[n] = !p.has[n];
+      } else {
+        log()->debug("task {}: parent {}: X-Shoal-Receiving ignored: {}", self->short_id(), pid,
+                     recv.error().message);
+      }
       std::uint64_t v = 0;
       std::from_chars(r->version.data(), r->version.data() + r->version.size(), v);
       p.version = v;
@@ -932,9 +998,9 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       std::string best;
       std::optional<holder_rank> rank;
       for (auto& [id, p] : parents_) {
-        if (!usable(id, p) || n >= p.has.size() || !p.has[n] || p.declines(n, now)) continue;
+        if (!usable(id, p) || !p.offers(n) || p.declines(n, now)) continue;
         if (endgame && fetching_[n].contains(id)) continue;
-        holder_rank mine{last_resort.contains(id), p.in_flight,
+        holder_rank mine{last_resort.contains(id), !p.has[n], p.in_flight,
                          parent_upload_load(p.uploads, p.asked_since, now - p.uploads_at),
                          static_cast<std::uint32_t>(rng_())};
         if (!rank || mine < *rank) {
@@ -967,7 +1033,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
         if (!wanted(n)) continue;
         std::size_t rarity = 0;
         for (auto& [id, p] : parents_)
-          if (p.usable(now) && !blocked_.contains(id) && n < p.has.size() && p.has[n]) ++rarity;
+          if (p.usable(now) && !blocked_.contains(id) && p.offers(n)) ++rarity;
         if (rarity == 0 || rarity > best_rarity) continue;
         auto h = holder(n, false);
         if (h.empty()) continue;
@@ -1013,11 +1079,24 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     auto t = self->t_;
     const std::uint64_t size = piece_size(n, t->content_length(), t->piece_length());
     co_await self->tm_.download_limit_.acquire(size);
-    bool timed_out = false;
+    peer_get_info info;
     std::string target = "/v1/tasks/" + self->id() + "/pieces/" + std::to_string(n);
     std::string to = addr;
-    auto r = co_await peer_get(self->ex_, std::move(to), std::move(target), size + 1,
-                               self->s_.opts_.piece_timeout, &timed_out, size);
+    // Relayed to other daemons as it arrives, until it is readable here or
+    // dropped (unless an endgame's other copy is relayed already).
+    std::shared_ptr<partial_piece> relayed;
+    std::function<void(const std::shared_ptr<partial_piece>&)> on_body =
+        [&relayed, t, n](const std::shared_ptr<partial_piece>& p) {
+          if (t->start_receiving(n, p)) relayed = p;
+        };
+    // A new connection per piece: kept ones (no connect, TCP's window open)
+    // made 8 nodes x 512 MiB at 25 MiB/s slower, 24.51 s against 23.26
+    // (bench/README.md).
+    peer_conn conn(self->ex_);
+    auto r = co_await peer_get(conn, std::move(to), std::move(target), size + 1,
+                               self->s_.opts_.piece_timeout, &info, size, std::move(on_body));
+    // Not whole: the relays of it end here.
+    if (relayed && !relayed->whole()) t->stop_receiving(n, relayed.get());
     auto& ps = self->parents_[pid];
     log()->trace(
         "task {}: piece {} from '{}': {} after {} ms", self->short_id(), n, pid,
@@ -1028,9 +1107,23 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     --self->in_flight_[n];
     self->first_copies_ -= first_copy;
     self->fetching_[n].erase(pid);
-    if (self->work_gen_ != gen || !self->downloading()) co_return;
+    if (self->work_gen_ != gen || !self->downloading()) {
+      if (relayed) t->stop_receiving(n, relayed.get());
+      co_return;
+    }
+    if (!r && info.relayed) {
+      // The parent was relaying a piece it was receiving, and its own
+      // download of it ended: not this parent's failure. Ask elsewhere.
+      log()->debug("task {}: piece {} relayed by {} ended early: {}", self->short_id(), n, pid,
+                   r.error().message);
+      ps.declined[n] = clock::now() + kDeclinedFor;
+      if (n < ps.recv.size()) ps.recv[n] = false;
+      self->pump();
+      co_return;
+    }
     if (!r) {
-      self->piece_failed(n, pid, timed_out ? v1::PieceFailed::TIMEOUT : v1::PieceFailed::CONNECT,
+      self->piece_failed(n, pid,
+                         info.timed_out ? v1::PieceFailed::TIMEOUT : v1::PieceFailed::CONNECT,
                          r.error().message);
       ps.busy_until = clock::now() + std::chrono::seconds(1);
       ps.grace_until = {};  // only the scheduler's set may bring it back
@@ -1046,6 +1139,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     }
     if (!r->piece) {
       if (r->status == 404 && n < ps.has.size()) ps.has[n] = false;
+      if (r->status == 404 && n < ps.recv.size()) ps.recv[n] = false;
       if (r->status == 503) ps.busy_until = clock::now() + std::chrono::milliseconds(200);
       self->piece_failed(n, pid, v1::PieceFailed::UNAVAILABLE,
                          "status " + std::to_string(r->status) + ", " +
@@ -1054,6 +1148,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       co_return;
     }
     if (self->have_[n]) {  // the endgame's other copy won
+      if (relayed) t->stop_receiving(n, relayed.get());
       self->pump();
       co_return;
     }
@@ -1066,8 +1161,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     auto checked = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(checking),
                                            use_awaitable);
     self->verifying_pieces_.erase(n);
-    if (self->work_gen_ != gen || !self->downloading()) co_return;
+    if (self->work_gen_ != gen || !self->downloading()) {
+      if (relayed) t->stop_receiving(n, relayed.get());
+      co_return;
+    }
     if (self->have_[n]) {
+      if (relayed) t->stop_receiving(n, relayed.get());
       self->pump();
       co_return;
     }
@@ -1089,7 +1188,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   }
 
   struct parked_piece {
-    std::shared_ptr<const piece_body> body;
+    std::shared_ptr<const partial_piece> body;
     std::string sha256;
     std::string parent;
     clock::time_point start;
@@ -1106,6 +1205,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       log()->warn("task {}: piece {} from parent {} failed verification; blocking it",
                   short_id(), n, p.parent);
       blocked_.insert(p.parent);
+      t_->stop_receiving(n, p.body.get());
       return;
     }
     if (auto w = t_->handle_->write(piece_offset(n, t_->piece_length()), p.body->bytes()); !w) {
@@ -1117,9 +1217,9 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
 
   // A verified piece from a parent is written.
   void accepted(std::uint32_t n, const parked_piece& p) {
-    peer_bytes_ += p.body->size;
-    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size));
-    m().bytes.inc(static_cast<double>(p.body->size));
+    peer_bytes_ += p.body->size();
+    m().peer_bytes.with({p.parent}).inc(static_cast<double>(p.body->size()));
+    m().bytes.inc(static_cast<double>(p.body->size()));
     m().fetch_seconds.observe(std::chrono::duration<double>(clock::now() - p.start).count());
     on_piece_written(n, p.sha256, p.parent);
   }

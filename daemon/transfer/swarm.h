@@ -71,14 +71,16 @@ constexpr std::size_t parent_upload_load(std::size_t reported, std::size_t asked
 }
 
 // The order in which a child asks the parents holding a piece, lowest first:
-// not a last resort (parent_last_resort), fewer of this child's requests open
-// to it, the less busy uplink (parent_upload_load), then a random draw. Before
+// not a last resort (parent_last_resort), holding it whole rather than still
+// receiving it (a relay goes no faster than the parent receives), fewer of
+// this child's requests open to it, the less busy uplink
+// (parent_upload_load), then a random draw. Before
 // the load, the first idle parent in host-id order won, so the lowest ids'
 // uplinks were busiest and the highest ids' idled (8 nodes x 512 MiB at
 // 25 MiB/s: children uploaded 90-92% of their rate down to 46%). With it,
 // 16 nodes took 25.55 s against 26.91 s; 8 nodes, whose uplinks have more
 // slack, 23.63 against 23.67 s (bench/README.md).
-using holder_rank = std::tuple<bool, std::size_t, std::size_t, std::uint32_t>;
+using holder_rank = std::tuple<bool, bool, std::size_t, std::size_t, std::uint32_t>;
 
 struct swarm_options {
   std::string host_id;

@@ -108,9 +108,11 @@ task::task(asio::any_io_executor ex, digest d, std::shared_ptr<storage::task_han
       readable_(handle_->finished()),
       changed_(ex, asio::steady_timer::time_point::max()) {
   if (handle_->complete()) state_ = state::complete;
-  version_ = state_ == state::complete
-                 ? handle_->meta().piece_count
-                 : static_cast<std::uint64_t>(std::count(readable_.begin(), readable_.end(), true));
+  readable_count_ = state_ == state::complete
+                        ? handle_->meta().piece_count
+                        : static_cast<std::uint32_t>(
+                              std::count(readable_.begin(), readable_.end(), true));
+  version_ = readable_count_;
 }
 
 void task::notify() {
@@ -121,16 +123,56 @@ void task::notify() {
 void task::set_readable(std::uint32_t n) {
   if (n < readable_.size() && !readable_[n]) {
     readable_[n] = true;
+    ++readable_count_;
     ++version_;
   }
+  // Relays already under way finish from the buffer they hold; new requests
+  // get the piece from the content file.
+  receiving_.erase(n);
   notify();
+}
+
+std::shared_ptr<partial_piece> task::receiving(std::uint32_t n) const {
+  auto it = receiving_.find(n);
+  return it == receiving_.end() ? nullptr : it->second;
+}
+
+std::vector<std::uint32_t> task::receiving_pieces() const {
+  std::vector<std::uint32_t> out;
+  out.reserve(receiving_.size());
+  for (const auto& [n, p] : receiving_) out.push_back(n);
+  return out;
+}
+
+bool task::start_receiving(std::uint32_t n, std::shared_ptr<partial_piece> p) {
+  if (state_ != state::downloading || readable(n) || receiving_.contains(n)) return false;
+  receiving_.emplace(n, std::move(p));
+  ++version_;
+  notify();
+  return true;
+}
+
+void task::stop_receiving(std::uint32_t n, const partial_piece* p) {
+  auto it = receiving_.find(n);
+  if (it == receiving_.end() || it->second.get() != p) return;
+  it->second->fail();
+  receiving_.erase(it);
+  ++version_;
+  notify();
+}
+
+void task::fail_receiving() {
+  auto all = std::move(receiving_);
+  receiving_.clear();
+  for (auto& [n, p] : all) p->fail();
+  if (!all.empty()) ++version_;
 }
 
 bool task::claim_upload(std::uint32_t n, std::chrono::steady_clock::time_point now) {
   last_request_ = now;
   // A source holding every piece sends any piece to anyone: the rule kept its
   // uplink for new bytes, and there are none left.
-  if (!first_copy_only_ || version_ >= piece_count()) return true;
+  if (!first_copy_only_ || readable_count_ >= piece_count()) return true;
   if (sent_at_.size() != piece_count()) sent_at_.assign(piece_count(), {});
   if (n >= sent_at_.size()) return false;
   // Gone out whole: the child that has it passes it on. A child whose parents
@@ -288,6 +330,7 @@ void task_manager::finish(const std::shared_ptr<task>& t, std::optional<error> e
   }
   downloading_.erase(t->digest_.hex);
   metrics_.tasks_active.set(static_cast<double>(downloading_.size()));
+  t->fail_receiving();
   t->notify();
 }
 
@@ -468,6 +511,18 @@ awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
   for (std::uint32_t n = first; n <= last; ++n) {
     std::uint64_t off = piece_offset(n, meta.piece_length);
     std::uint64_t left = piece_size(n, meta.content_length, meta.piece_length);
+    // Other daemons may have the piece relayed from the file as it arrives.
+    auto partial = std::make_shared<partial_piece>(ex_, left, partial_piece::where::file);
+    t->start_receiving(n, partial);
+    // Ends the relays if this run stops before the piece is whole.
+    struct stop_relay {
+      task& t;
+      std::uint32_t n;
+      const partial_piece* p;
+      ~stop_relay() {
+        if (!p->whole()) t.stop_receiving(n, p);
+      }
+    } relay_guard{*t, n, partial.get()};
     while (left > 0) {
       if (stopped_ || t->state_ != task::state::downloading || (cancelled && cancelled()))
         co_return error(errc::cancelled, "download of " + t->digest_.str() + " stopped");
@@ -489,6 +544,7 @@ awaitable<result<void>> task_manager::fetch_run(std::shared_ptr<task> t,
       }
       std::span<const char> data(buf.data(), filled);
       if (auto w = t->handle_->write(off, data); !w) co_return std::move(w).error();
+      partial->advance(filled);
       if (whole) whole->update(data);
       metrics_.source_bytes.inc(static_cast<double>(filled));
       metrics_.registry_bytes.inc(static_cast<double>(filled));

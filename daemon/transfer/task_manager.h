@@ -34,6 +34,7 @@
 #include "common/result.h"
 #include "daemon/source/registry_client.h"
 #include "daemon/storage/store.h"
+#include "daemon/transfer/partial_piece.h"
 
 namespace shoal::transfer {
 
@@ -111,11 +112,23 @@ class task : public std::enable_shared_from_this<task> {
   bool readable(std::uint32_t n) const {
     return state_ == state::complete || (n < readable_.size() && readable_[n]);
   }
-  // Version of the readable-piece bitmap: the number of readable pieces
-  // (the piece server's /bitmap long-poll waits for it to change).
+  // Version of what the piece server's /bitmap reports: it moves whenever a
+  // piece becomes readable or starts or stops being received (the long-poll
+  // waits for it to change). A complete task's is its piece count.
   std::uint64_t version() const { return version_; }
   // Readable pieces, bit i = bit (i % 8) of byte (i / 8), LSB first.
   std::string bitmap() const;
+  // Pieces being received now, which the piece server relays before they are
+  // whole (see partial_piece.h); nullptr when piece n is not being received.
+  std::shared_ptr<partial_piece> receiving(std::uint32_t n) const;
+  // Their indices, ascending, for the bitmap's X-Shoal-Receiving header.
+  std::vector<std::uint32_t> receiving_pieces() const;
+  // Starts relaying piece n from `p` unless another receive of it is already
+  // relayed (an endgame's second copy). Returns whether `p` is the one.
+  bool start_receiving(std::uint32_t n, std::shared_ptr<partial_piece> p);
+  // `p` stops being piece n's relayed receive: whole and readable, dropped,
+  // or failed (then relays in progress end too).
+  void stop_receiving(std::uint32_t n, const partial_piece* p);
   // Waits until something changes (a piece, the state) or the deadline.
   boost::asio::awaitable<void> wait_change(std::chrono::steady_clock::time_point deadline);
   std::uint32_t piece_count() const { return handle_->meta().piece_count; }
@@ -158,14 +171,19 @@ class task : public std::enable_shared_from_this<task> {
   friend class swarm;
   friend class swarm_session;
   void notify();
-  // Marks piece n readable (idempotent) and wakes waiters.
+  // Marks piece n readable (idempotent) and wakes waiters; it is served
+  // from the content file from now on, no longer relayed.
   void set_readable(std::uint32_t n);
+  // Ends every relayed receive (the task failed or starts over).
+  void fail_receiving();
 
   digest digest_;
   std::shared_ptr<storage::task_handle> handle_;
   state state_ = state::downloading;
   std::optional<error> error_;
   std::vector<bool> readable_;
+  std::uint32_t readable_count_ = 0;
+  std::map<std::uint32_t, std::shared_ptr<partial_piece>> receiving_;
   // Set by the swarm while this daemon is the task's source: when each piece
   // last went to another daemon (see claim_upload).
   bool first_copy_only_ = false;

@@ -2,6 +2,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/url/parse.hpp>
 #include <charconv>
 
@@ -9,6 +10,7 @@
 #include "common/log.h"
 #include "common/piece.h"
 #include "daemon/mirror/send_file.h"
+#include "daemon/transfer/piece_list.h"
 
 namespace shoal::upload {
 
@@ -36,7 +38,11 @@ piece_server::piece_server(transfer::task_manager& tasks, metrics::registry& reg
       slots_gauge_(reg.add_gauge("shoal_upload_slots_in_use", "Piece uploads in progress").with()),
       requests_(reg.add_counter("shoal_upload_requests_total",
                                 "Requests to the piece server by kind and status code",
-                                {"kind", "code"})) {}
+                                {"kind", "code"})),
+      relays_(reg.add_counter("shoal_upload_relays_total",
+                              "Piece uploads that began before this daemon held the whole piece "
+                              "(relayed as it arrived)")
+                  .with()) {}
 
 std::uint64_t piece_server::recent_rate() {
   auto now = std::chrono::steady_clock::now();
@@ -96,7 +102,10 @@ awaitable<bool> piece_server::piece(const http::request& req, std::string id, st
     requests_.with({"piece", std::to_string(static_cast<unsigned>(st))}).inc();
   };
   auto t = tasks_.find(id);
-  if (!t || n >= t->piece_count() || !t->readable(n)) {
+  // Not readable yet but being received: relayed as it arrives.
+  std::shared_ptr<transfer::partial_piece> partial;
+  if (t && n < t->piece_count() && !t->readable(n)) partial = t->receiving(n);
+  if (!t || n >= t->piece_count() || (!t->readable(n) && !partial)) {
     count(status::not_found);
     co_return co_await http::send(stream, req, status::not_found, "piece not held\n", "text/plain");
   }
@@ -125,6 +134,10 @@ awaitable<bool> piece_server::piece(const http::request& req, std::string id, st
   const std::uint64_t size = piece_size(n, t->content_length(), t->piece_length());
   bhttp::response<bhttp::empty_body> out{status::ok, req.version()};
   out.set(bhttp::field::content_type, "application/octet-stream");
+  // A relay that cannot finish (its own download of the piece failed) closes
+  // the connection short of Content-Length; the header tells the child that
+  // this parent is not to blame for that.
+  if (partial) out.set("X-Shoal-Relay", "1");
   out.content_length(size);
   out.keep_alive(req.keep_alive());
   bhttp::response_serializer<bhttp::empty_body> sr{out};
@@ -134,6 +147,12 @@ awaitable<bool> piece_server::piece(const http::request& req, std::string id, st
   count(status::ok);
   std::uint64_t sent = 0;
   const auto started = std::chrono::steady_clock::now();
+  if (partial) {
+    relays_.inc();
+    if (!co_await relay(*t, n, *partial, stream)) co_return false;
+    t->piece_delivered(n, std::chrono::steady_clock::now() - started);
+    co_return true;
+  }
   while (sent < size) {
     std::uint64_t len = size - sent;
     if (limit_.rate() > 0) {
@@ -150,6 +169,51 @@ awaitable<bool> piece_server::piece(const http::request& req, std::string id, st
     }
   }
   t->piece_delivered(n, std::chrono::steady_clock::now() - started);
+  co_return true;
+}
+
+awaitable<bool> piece_server::relay(transfer::task& t, std::uint32_t n,
+                                    transfer::partial_piece& p, http::beast::tcp_stream& stream) {
+  const std::uint64_t off = piece_offset(n, t.piece_length());
+  std::uint64_t sent = 0;
+  while (sent < p.size()) {
+    if (p.failed()) {
+      log()->debug("piece {} of {}: its download failed; ending the relay at byte {}", n,
+                   t.id().hex.substr(0, 12), sent);
+      co_return false;
+    }
+    if (p.received() <= sent) {
+      // Nothing new for this long: the download is stuck, let the child go.
+      co_await p.wait_past(sent, std::chrono::steady_clock::now() + std::chrono::seconds(60));
+      if (p.received() <= sent && !p.failed()) co_return false;
+      continue;
+    }
+    std::uint64_t len = p.received() - sent;
+    if (limit_.rate() > 0) {
+      len = std::min<std::uint64_t>(len, opts_.chunk);
+      co_await limit_.acquire(len);
+    }
+    std::uint64_t wrote = 0;
+    boost::system::error_code ec;
+    if (p.data()) {
+      stream.expires_after(std::chrono::seconds(60));
+      auto [wec, w] = co_await asio::async_write(
+          stream, asio::buffer(p.data() + sent, static_cast<std::size_t>(len)),
+          asio::as_tuple(asio::use_awaitable));
+      wrote = w;
+      ec = wec;
+    } else {
+      auto r = co_await mirror::send_file(stream.socket(), t.fd(), off + sent, len);
+      wrote = r.bytes;
+      ec = r.ec;
+    }
+    bytes_.inc(static_cast<double>(wrote));
+    sent += wrote;
+    if (ec) {
+      log()->debug("piece {} of {} (relayed): {}", n, t.id().hex.substr(0, 12), ec.message());
+      co_return false;
+    }
+  }
   co_return true;
 }
 
@@ -177,6 +241,10 @@ awaitable<bool> piece_server::bitmap(const http::request& req, std::string id,
   // Piece uploads in progress: children ask the less busy of a piece's holders
   // (transfer::parent_upload_load).
   extra.set("X-Shoal-Uploads", std::to_string(in_use_));
+  // Pieces being received now: a child may ask for them, relayed as they
+  // arrive (transfer::partial_piece).
+  if (auto recv = t->receiving_pieces(); !recv.empty())
+    extra.set("X-Shoal-Receiving", transfer::format_piece_list(recv));
   requests_.with({"bitmap", "200"}).inc();
   co_return co_await http::send(stream, req, status::ok, t->bitmap(), "application/octet-stream",
                                 extra);

@@ -1,7 +1,8 @@
 #pragma once
 // The peer-facing piece server (DESIGN §4): other daemons fetch pieces of
 // tasks this daemon holds, also while it is still downloading them.
-//   GET /v1/tasks/{id}/pieces/{n}         the piece's bytes (readable pieces only)
+//   GET /v1/tasks/{id}/pieces/{n}         the piece's bytes (readable pieces, and
+//                                         pieces being received: relayed as they arrive)
 //   GET /v1/tasks/{id}/bitmap?after={v}   readable-piece bitmap, long-polled
 // Uploads are bounded: a fixed number of slots (503 at once when all are
 // busy) and a token-bucket rate limit over all uploads.
@@ -41,6 +42,9 @@ class piece_server {
  private:
   boost::asio::awaitable<bool> piece(const http::request& req, std::string id, std::uint32_t n,
                                      http::beast::tcp_stream& stream);
+  // Sends piece n from `p` as its bytes arrive.
+  boost::asio::awaitable<bool> relay(transfer::task& t, std::uint32_t n, transfer::partial_piece& p,
+                                     http::beast::tcp_stream& stream);
   boost::asio::awaitable<bool> bitmap(const http::request& req, std::string id,
                                       std::uint64_t after, bool has_after,
                                       http::beast::tcp_stream& stream);
@@ -52,6 +56,7 @@ class piece_server {
   metrics::counter& bytes_;
   metrics::gauge& slots_gauge_;
   metrics::family<metrics::counter>& requests_;
+  metrics::counter& relays_;
   double rate_mark_bytes_ = 0;
   std::chrono::steady_clock::time_point rate_mark_ = std::chrono::steady_clock::now();
   std::uint64_t last_rate_ = 0;

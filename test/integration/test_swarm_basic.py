@@ -68,10 +68,15 @@ def test_piece_server_endpoints(registry, scheduler_factory, shoald_factory, tes
     assert h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/pieces/x").status in (400, 404)
     r = d.get_blob("models/b", digest)
     assert r.digest == digest and r.complete
+    # served from the cache from now on (the version below stays put)
+    h.wait_until(lambda: d.metric("shoal_tasks_active") == 0, 10, what="the task sealed")
     bm = h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/bitmap")
     assert bm.status == 200
     assert bm.body == bytes([0b111]), bm.body
-    assert int(bm.header("X-Shoal-Bitmap-Version")) == 3
+    # a complete task's version is its piece count
+    version = int(bm.header("X-Shoal-Bitmap-Version"))
+    assert version == 3
+    assert bm.header("X-Shoal-Receiving") is None  # nothing is being received
     assert int(bm.header("X-Shoal-Uploads")) == 0
     # A child that stops reading keeps its piece upload, and its slot, open:
     # the bitmap reports it (children ask the least busy holder first).
@@ -94,7 +99,7 @@ def test_piece_server_endpoints(registry, scheduler_factory, shoald_factory, tes
     assert h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/pieces/3").status == 404
     # a long-poll with the current version waits (here: until its deadline)
     t0 = time.monotonic()
-    lp = h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/bitmap?after=3", timeout=30)
+    lp = h.http_request(*peer, "GET", f"/v1/tasks/{hexid}/bitmap?after={version}", timeout=30)
     assert lp.status == 200 and time.monotonic() - t0 > 15
     assert d.metric("shoal_upload_bytes_total") >= size
 

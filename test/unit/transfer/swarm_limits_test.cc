@@ -47,14 +47,19 @@ TEST_CASE("a parent's uplink load is its latest report plus what this child aske
 }
 
 TEST_CASE("a child asks the least busy holder of a piece, the reading source last") {
-  // {last resort, this child's requests open to it, uplink load, random draw}
-  CHECK(holder_rank{false, 0, 1, 9} < holder_rank{false, 0, 3, 0});
+  // {last resort, relays it (not whole there yet), this child's requests
+  //  open to it, uplink load, random draw}
+  CHECK(holder_rank{false, false, 0, 1, 9} < holder_rank{false, false, 0, 3, 0});
   // This child's own open requests weigh before the reported load.
-  CHECK(holder_rank{false, 0, 4, 9} < holder_rank{false, 1, 0, 0});
+  CHECK(holder_rank{false, false, 0, 4, 9} < holder_rank{false, false, 1, 0, 0});
   // The source reading origin loses to any other holder, however busy.
-  CHECK(holder_rank{false, 1, 4, 9} < holder_rank{true, 0, 0, 0});
+  CHECK(holder_rank{false, false, 1, 4, 9} < holder_rank{true, false, 0, 0, 0});
+  // A parent holding the whole piece before one still receiving it.
+  CHECK(holder_rank{false, false, 1, 4, 9} < holder_rank{false, true, 0, 0, 0});
+  // But a relaying peer before the reading source.
+  CHECK(holder_rank{false, true, 1, 4, 9} < holder_rank{true, false, 0, 0, 0});
   // Equal loads: the draw decides, not the host id.
-  CHECK(holder_rank{false, 0, 2, 1} < holder_rank{false, 0, 2, 2});
+  CHECK(holder_rank{false, false, 0, 2, 1} < holder_rank{false, false, 0, 2, 2});
 }
 
 TEST_CASE("a first copy from the reading source takes two of a child's request slots") {
