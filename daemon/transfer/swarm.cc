@@ -949,12 +949,16 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       auto& ps = parents_[pid];
       const bool first_copy = parent_last_resort(ps.source, holds_every_piece(ps));
       first_copies_ += first_copy;
+      const bool sibling_relay = !first_copy && !(n < ps.has.size() && ps.has[n]);
+      relays_in_flight_ += sibling_relay;
       ++ps.asked_since;
       ++ps.in_flight;
       ++total_in_flight_;
       ++in_flight_[n];
       fetching_[n].insert(pid);
-      asio::co_spawn(ex_, fetch(shared_from_this(), pid, ps.addr, n, first_copy, work_gen_),
+      asio::co_spawn(ex_,
+                     fetch(shared_from_this(), pid, ps.addr, n, first_copy, sibling_relay,
+                           work_gen_),
                      asio::detached);
     }
   }
@@ -999,6 +1003,11 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       std::optional<holder_rank> rank;
       for (auto& [id, p] : parents_) {
         if (!usable(id, p) || !p.offers(n) || p.declines(n, now)) continue;
+        // Relayed by another child: only while few of this child's requests
+        // are (sibling_relay_allowed).
+        if (!p.has[n] && !last_resort.contains(id) &&
+            !sibling_relay_allowed(relays_in_flight_, s_.opts_.max_sibling_relays))
+          continue;
         if (endgame && fetching_[n].contains(id)) continue;
         holder_rank mine{last_resort.contains(id), !p.has[n], p.in_flight,
                          parent_upload_load(p.uploads, p.asked_since, now - p.uploads_at),
@@ -1074,7 +1083,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
 
   static awaitable<void> fetch(std::shared_ptr<swarm_session> self, std::string pid,
                                std::string addr, std::uint32_t n, bool first_copy,
-                               std::uint64_t gen) {
+                               bool sibling_relay, std::uint64_t gen) {
     const auto start = clock::now();
     auto t = self->t_;
     const std::uint64_t size = piece_size(n, t->content_length(), t->piece_length());
@@ -1106,6 +1115,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     --self->total_in_flight_;
     --self->in_flight_[n];
     self->first_copies_ -= first_copy;
+    self->relays_in_flight_ -= sibling_relay;
     self->fetching_[n].erase(pid);
     if (self->work_gen_ != gen || !self->downloading()) {
       if (relayed) t->stop_receiving(n, relayed.get());
@@ -1251,6 +1261,9 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
   // Requests in flight to a source reading origin (fetch_slots_used counts
   // them twice).
   std::size_t first_copies_ = 0;
+  // Requests in flight for pieces a parent other than the reading source is
+  // still receiving (sibling_relay_allowed caps them).
+  std::size_t relays_in_flight_ = 0;
   std::map<std::string, parent_state> parents_;
   std::set<std::string> blocked_;
   std::set<std::uint32_t> origin_list_;

@@ -58,6 +58,18 @@ constexpr std::size_t fetch_slots_used(std::size_t receiving, std::size_t verify
   return receiving + verifying + from_reading_source;
 }
 
+// Whether a child may ask another child for a piece that child is still
+// receiving, with `in_flight` such requests open already. A relay goes no
+// faster than its parent receives the piece, so each one holds a request slot
+// at part of the link's rate; with no cap, 16 nodes at 12.5 MiB/s ended with
+// stragglers (53.36 s against 51.83 s with 2, 51.96 s with 1, 51.60 s with
+// none), while 8 nodes at 25 MiB/s gained from a few (23.30 s with 2, 23.60 s
+// with none; bench/README.md). Pieces the reading source relays from origin
+// (first copies) are not capped: every byte has to leave it once.
+constexpr bool sibling_relay_allowed(std::size_t in_flight, std::size_t cap) {
+  return in_flight < cap;
+}
+
 // How busy a parent's uplink looks to a child choosing whom to ask for a
 // piece: the piece uploads the parent reported with its latest bitmap
 // (X-Shoal-Uploads, all tasks) plus the requests this child sent it since.
@@ -87,6 +99,9 @@ struct swarm_options {
   bool back_to_source = true;         // false: never read origin unless elected by the scheduler
   std::size_t max_in_flight = 4;      // piece requests per task, spread across parents
   std::size_t per_parent = 2;         // piece requests to a child's only parent
+  // Requests at once for pieces other children are still receiving
+  // (sibling_relay_allowed).
+  std::size_t max_sibling_relays = 2;
   std::size_t origin_streams = 2;     // parallel Range GETs for the source
   // Pieces per origin Range GET at most: short runs keep what a dying source
   // leaves in socket buffers (read by the registry, never used) small.

@@ -15,6 +15,7 @@ using shoal::transfer::kUploadsFresh;
 using shoal::transfer::parent_last_resort;
 using shoal::transfer::parent_upload_load;
 using shoal::transfer::requests_per_parent;
+using shoal::transfer::sibling_relay_allowed;
 using shoal::transfer::swarm_options;
 
 TEST_CASE("a child with several parents asks each for one piece at a time") {
@@ -75,4 +76,17 @@ TEST_CASE("a first copy from the reading source takes two of a child's request s
   CHECK(fetch_slots_used(2, 0, 1) < max);
   // Two first copies at once leave room for nothing else.
   CHECK(fetch_slots_used(2, 0, 2) == max);
+}
+
+TEST_CASE("a child asks other children for pieces still arriving there, a few at a time") {
+  const auto cap = swarm_options{}.max_sibling_relays;
+  REQUIRE(cap == 2);
+  CHECK(sibling_relay_allowed(0, cap));
+  CHECK(sibling_relay_allowed(1, cap));
+  // Two relays open: the other requests go to parents holding whole pieces,
+  // which send at the link's rate, not at the rate a relaying parent receives.
+  CHECK_FALSE(sibling_relay_allowed(2, cap));
+  CHECK_FALSE(sibling_relay_allowed(3, cap));
+  // A cap of 0 turns relays between children off.
+  CHECK_FALSE(sibling_relay_allowed(0, 0));
 }
