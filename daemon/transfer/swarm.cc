@@ -679,6 +679,10 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     pending_piece p{n, std::move(sha), std::move(parent)};
     if (n == tail()) {
       tail_pending_ = std::move(p);  // readable and recorded only once the blob verifies
+      // Relayed from the file until then: its buffer need not stay in memory
+      // for the rest of the download (a whole piece more of B's peak RSS in
+      // the 4 GiB p2p benchmark).
+      t_->receiving_written(n);
     } else if (p.sha256.empty()) {
       // From origin: hash it now and report its digest at once. Reported
       // after the group commit (up to commit_interval later), children could

@@ -161,6 +161,15 @@ void task::stop_receiving(std::uint32_t n, const partial_piece* p) {
   notify();
 }
 
+void task::receiving_written(std::uint32_t n) {
+  auto it = receiving_.find(n);
+  if (it == receiving_.end() || !it->second->data() || !it->second->whole()) return;
+  auto in_file = std::make_shared<partial_piece>(changed_.get_executor(), it->second->size(),
+                                                 partial_piece::where::file);
+  in_file->advance(in_file->size());
+  it->second = std::move(in_file);  // relays under way keep the buffer they hold
+}
+
 void task::fail_receiving() {
   auto all = std::move(receiving_);
   receiving_.clear();

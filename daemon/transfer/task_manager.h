@@ -129,6 +129,9 @@ class task : public std::enable_shared_from_this<task> {
   // `p` stops being piece n's relayed receive: whole and readable, dropped,
   // or failed (then relays in progress end too).
   void stop_receiving(std::uint32_t n, const partial_piece* p);
+  // Piece n, whole and not readable yet (the held-back last piece), is in the
+  // content file: relays from now on read it there, not from a buffer.
+  void receiving_written(std::uint32_t n);
   // Waits until something changes (a piece, the state) or the deadline.
   boost::asio::awaitable<void> wait_change(std::chrono::steady_clock::time_point deadline);
   std::uint32_t piece_count() const { return handle_->meta().piece_count; }

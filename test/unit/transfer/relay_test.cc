@@ -131,6 +131,21 @@ TEST_CASE("the task lists the pieces being received and moves its bitmap version
   CHECK_FALSE(holds.t->start_receiving(2, other));
   CHECK(holds.t->receiving_pieces().empty());
 
+  // Written to the content file while not readable yet (the held-back last
+  // piece): relayed from the file, the buffer is let go.
+  auto tail = std::make_shared<partial_piece>(f.io.get_executor(), 4 << 20,
+                                              partial_piece::where::memory);
+  REQUIRE(t.start_receiving(3, tail));
+  t.receiving_written(3);  // not whole yet: no change
+  CHECK(t.receiving(3) == tail);
+  tail->advance(4 << 20);
+  t.receiving_written(3);
+  REQUIRE(t.receiving(3) != nullptr);
+  CHECK(t.receiving(3) != tail);
+  CHECK(t.receiving(3)->data() == nullptr);
+  CHECK(t.receiving(3)->whole());
+  CHECK(tail.use_count() == 1);  // only this test holds the buffer now
+
   // A receive that stops short fails its relays.
   auto q = std::make_shared<partial_piece>(f.io.get_executor(), 4 << 20,
                                            partial_piece::where::memory);
