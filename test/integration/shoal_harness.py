@@ -1261,6 +1261,9 @@ class CorruptingProxy(_LoopbackServer):
     offset size//2 XORed with 0xFF; headers (Content-Length,
     Docker-Content-Digest, ...) are passed unchanged. Bodies are streamed.
     `requests` records (method, path, Range header, status) of each request.
+    With `pace` set (bytes per second), bodies are sent at that rate, so what
+    the client has read is what the proxy has sent; `sever()` then drops every
+    body being sent, mid-stream, and refuses new ones (an origin that dies).
     """
 
     def __init__(self, upstream_host: str, upstream_port: int, workdir: Path | None = None):
@@ -1271,6 +1274,8 @@ class CorruptingProxy(_LoopbackServer):
         self.corrupt_pieces = False
         self.requests: list[tuple[str, str, str | None, int]] = []
         self.corrupted_responses = 0
+        self.pace: int | None = None
+        self._severed = threading.Event()
         self._lock = threading.Lock()
         proxy = self
 
@@ -1281,6 +1286,10 @@ class CorruptingProxy(_LoopbackServer):
                 pass
 
             def _proxy(self):
+                if proxy._severed.is_set():
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 hdrs = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
@@ -1336,11 +1345,18 @@ class CorruptingProxy(_LoopbackServer):
                         with proxy._lock:
                             proxy.corrupted_responses += 1
                 pos = 0
+                step = 256 * 1024 if proxy.pace is None else max(1024, proxy.pace // 20)
                 try:
                     while True:
-                        b = r.read(256 * 1024)
+                        b = r.read(step)
                         if not b:
                             break
+                        if proxy.pace is not None:
+                            time.sleep(len(b) / proxy.pace)
+                        if proxy._severed.is_set():
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
                         if flip_at is not None and pos <= flip_at < pos + len(b):
                             ba = bytearray(b)
                             ba[flip_at - pos] ^= 0xFF
@@ -1355,6 +1371,9 @@ class CorruptingProxy(_LoopbackServer):
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _proxy
 
         self._serve(Handler)
+
+    def sever(self) -> None:
+        self._severed.set()
 
 
 class FakeUpstream(_LoopbackServer):

@@ -1,8 +1,9 @@
 """Self-check of the harness against the real registry, skopeo and containerd
 (no shoald needed): pushes, log accounting, direct containerd pull, the
-corrupting proxy and the fake upstream. Fast (small blobs)."""
+corrupting (and pacing, severing) proxy and the fake upstream. Fast (small blobs)."""
 
 import json
+import threading
 
 import shoal_harness as h
 
@@ -84,6 +85,14 @@ def test_corrupting_proxy(registry, proxy_factory, test_dir):
     p.corrupt = False
     assert h.http_stream_digest("127.0.0.1", p.port, path).digest == d
     assert ("GET", path, "bytes=0-1023", 206) in p.requests
+    # paced at 1 MiB/s and severed after ~0.5 s: the body ends short, and the
+    # next request is refused
+    p.pace = h.MiB
+    threading.Timer(0.5, p.sever).start()
+    cut = h.http_stream_digest("127.0.0.1", p.port, path)
+    assert not cut.complete and 0 < cut.length < h.MiB, (cut.length, cut.complete)
+    assert h.raw_status(h.raw_http("127.0.0.1", p.port, f"GET {path} HTTP/1.1\r\n"
+                                   "Host: x\r\n\r\n".encode())) is None
 
 
 def test_fake_upstream(fake_upstream_factory):

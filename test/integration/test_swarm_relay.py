@@ -76,11 +76,18 @@ def test_a_piece_is_relayed_while_it_arrives(registry, scheduler_factory, shoald
 
 
 def test_a_relay_ends_short_when_its_download_fails(registry, scheduler_factory,
-                                                   shoald_factory, test_dir):
+                                                   shoald_factory, proxy_factory, test_dir):
     size = 4 * PIECE
     digest, _ = registry.push_random_blob("models/relay-fail", size, test_dir)
     hexid = digest.split(":")[1]
-    _, d = slow_source(registry, scheduler_factory, shoald_factory, "1MiB")
+    # The origin is a proxy that sends 1 MiB/s and then dies mid-body; paced
+    # there (not by the daemon's own read limit), no piece's rest sits in socket
+    # buffers to complete it after the origin is gone.
+    origin = proxy_factory("127.0.0.1", registry.port)
+    origin.pace = h.MiB
+    sched = scheduler_factory()
+    d = shoald_factory(name="source", insecure=[origin.hostport],
+                       default_registry=origin.hostport, extra_args=h.swarm_args(sched))
     with cf.ThreadPoolExecutor(1) as ex:
         client = ex.submit(d.get_blob, "models/relay-fail", digest, None, None, 120)
         n = wait_receiving(d, hexid)
@@ -88,7 +95,7 @@ def test_a_relay_ends_short_when_its_download_fails(registry, scheduler_factory,
             relay = rx.submit(h.http_request, "127.0.0.1", d.peer_port, "GET",
                               f"/v1/tasks/{hexid}/pieces/{n}", None, None, 60)
             time.sleep(0.5)  # the relay has begun
-            registry.stop()  # the source's origin read fails mid-piece
+            origin.sever()  # the source's origin read fails mid-piece
             t0 = time.monotonic()
             r = relay.result(timeout=90)
             ended = time.monotonic() - t0
