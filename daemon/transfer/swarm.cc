@@ -158,7 +158,8 @@ awaitable<result<peer_reply>> peer_get(
     }
     out.piece = std::move(body);
   } else {
-    auto [rec, rn] = co_await bhttp::async_read(stream, buf, *parser, asio::as_tuple(use_awaitable));
+    auto [rec, rn] =
+        co_await bhttp::async_read(stream, buf, *parser, asio::as_tuple(use_awaitable));
     if (rec) co_return failed(rec);
     out.body = std::move(parser->get().body());
   }
@@ -1095,9 +1096,19 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     peer_get_info info;
     std::string target = "/v1/tasks/" + self->id() + "/pieces/" + std::to_string(n);
     std::string to = addr;
-    // Relayed to other daemons as it arrives, until it is readable here or
-    // dropped (unless an endgame's other copy is relayed already).
+    // Relayed to other daemons as it arrives (unless an endgame's other copy
+    // is relayed already). Every way out but handing the piece on to
+    // accept() or parked_ (which end the relay once it is readable or
+    // refused) ends it here.
     std::shared_ptr<partial_piece> relayed;
+    struct end_relay {
+      task& t;
+      std::uint32_t n;
+      const std::shared_ptr<partial_piece>& p;
+      ~end_relay() {
+        if (p) t.stop_receiving(n, p.get());
+      }
+    } relay_guard{*t, n, relayed};
     std::function<void(const std::shared_ptr<partial_piece>&)> on_body =
         [&relayed, t, n](const std::shared_ptr<partial_piece>& p) {
           if (t->start_receiving(n, p)) relayed = p;
@@ -1108,8 +1119,6 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     peer_conn conn(self->ex_);
     auto r = co_await peer_get(conn, std::move(to), std::move(target), size + 1,
                                self->s_.opts_.piece_timeout, &info, size, std::move(on_body));
-    // Not whole: the relays of it end here.
-    if (relayed && !relayed->whole()) t->stop_receiving(n, relayed.get());
     auto& ps = self->parents_[pid];
     log()->trace(
         "task {}: piece {} from '{}': {} after {} ms", self->short_id(), n, pid,
@@ -1121,10 +1130,7 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     self->first_copies_ -= first_copy;
     self->relays_in_flight_ -= sibling_relay;
     self->fetching_[n].erase(pid);
-    if (self->work_gen_ != gen || !self->downloading()) {
-      if (relayed) t->stop_receiving(n, relayed.get());
-      co_return;
-    }
+    if (self->work_gen_ != gen || !self->downloading()) co_return;
     if (!r && info.relayed) {
       // The parent was relaying a piece it was receiving, and its own
       // download of it ended: not this parent's failure. Ask elsewhere.
@@ -1162,7 +1168,6 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
       co_return;
     }
     if (self->have_[n]) {  // the endgame's other copy won
-      if (relayed) t->stop_receiving(n, relayed.get());
       self->pump();
       co_return;
     }
@@ -1175,15 +1180,12 @@ class swarm_session : public std::enable_shared_from_this<swarm_session> {
     auto checked = co_await asio::co_spawn(self->tm_.blocking_.get_executor(), std::move(checking),
                                            use_awaitable);
     self->verifying_pieces_.erase(n);
-    if (self->work_gen_ != gen || !self->downloading()) {
-      if (relayed) t->stop_receiving(n, relayed.get());
-      co_return;
-    }
+    if (self->work_gen_ != gen || !self->downloading()) co_return;
     if (self->have_[n]) {
-      if (relayed) t->stop_receiving(n, relayed.get());
       self->pump();
       co_return;
     }
+    relayed.reset();  // handed on below
     if (self->digests_[n].empty()) {
       // Fetched before the scheduler's digest arrived: verified once it does.
       self->parked_[n] = parked_piece{std::move(body), std::move(checked.sha256), pid, start};

@@ -24,7 +24,9 @@ struct task_fixture {
   std::shared_ptr<transfer::task> t;
 
   explicit task_fixture(bool holds_all = false) {
-    std::string tmpl = "/tmp/shoal-transfer-test-XXXXXX";
+    // mkdtemp replaces the X's with a unique name.
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "shoal-transfer-test-XXXXXX").string();
     REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
     dir = tmpl;
     storage::options o;
