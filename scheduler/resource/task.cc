@@ -1,5 +1,7 @@
 #include "scheduler/resource/task.h"
 
+#include <algorithm>
+
 #include "common/piece.h"
 #include "scheduler/resource/host.h"
 
@@ -132,7 +134,13 @@ bitmap task::missing_everywhere() const {
 }
 
 void task::set_parents(peer& child, std::vector<host_id> parents) {
+  // Only the parents that change are touched: a re-score usually keeps most
+  // of them, and each index update is a tree walk by host id.
+  auto in = [](const std::vector<host_id>& v, const host_id& h) {
+    return std::find(v.begin(), v.end(), h) != v.end();
+  };
   for (const auto& h : child.parents) {
+    if (in(parents, h)) continue;
     if (peer* p = find_peer(h); p != nullptr && p->children > 0) --p->children;
     if (auto it = children_.find(h); it != children_.end()) {
       it->second.erase(child.host);
@@ -140,6 +148,7 @@ void task::set_parents(peer& child, std::vector<host_id> parents) {
     }
   }
   for (const auto& h : parents) {
+    if (in(child.parents, h)) continue;
     if (peer* p = find_peer(h)) ++p->children;
     children_[h].insert(child.host);
   }

@@ -107,10 +107,19 @@ class evaluator {
                                  const std::vector<const peer*>& cands);
 
   evaluator_options opts_;
-  // choose()'s scratch: an identity permutation of roster slots and the
-  // swaps that undo a partial shuffle of it. The engine's owner thread only.
+  // choose()'s scratch, kept between calls so a decision allocates only its
+  // result: an identity permutation of roster slots and the swaps that undo
+  // a partial shuffle of it, the child's current parents, the candidates and
+  // their scores. The engine's owner thread only.
+  struct scored_peer {
+    const peer* p;
+    double score;
+  };
   mutable std::vector<std::uint32_t> perm_;
   mutable std::vector<std::uint32_t> swaps_;
+  mutable std::vector<const peer*> current_;
+  mutable std::vector<const peer*> cands_;
+  mutable std::vector<scored_peer> scored_;
 };
 
 }  // namespace shoal::scheduler

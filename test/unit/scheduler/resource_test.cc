@@ -149,6 +149,15 @@ TEST_CASE("registry links peers to streams, hosts and parents", "[scheduler][res
   t.set_parents(p2, {});
   CHECK(p1.children == 0);
   t.set_parents(p2, {host_id("h1")});
+  // A parent kept across a re-score is counted once, and stays indexed.
+  t.set_parents(p2, {host_id("h1"), host_id("gone")});
+  t.set_parents(p2, {host_id("gone"), host_id("h1")});
+  CHECK(p1.children == 1);
+  CHECK(t.children_of(host_id("h1")) == std::vector<host_id>{host_id("h2")});
+  CHECK(t.children_of(host_id("gone")) == std::vector<host_id>{host_id("h2")});
+  t.set_parents(p2, {host_id("h1")});
+  CHECK(p1.children == 1);
+  CHECK(t.children_of(host_id("gone")).empty());
 
   // Removing the child releases its parent's slot.
   reg.erase_peer(t, host_id("h2"));
