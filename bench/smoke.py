@@ -4,7 +4,8 @@ runs from the build tree and checks that the JSON has its fields and sane
 values (counts, byte totals, positive times) — never timings against goals.
 
   bench/smoke.py datapath    p2p mode with a 64 MiB blob, one run
-  bench/smoke.py scheduler   50 hosts x 2 tasks x 20 peers, 5 s of load (pinned with 2+ CPUs)
+  bench/smoke.py scheduler   50 hosts x 2 tasks x 20 peers, 5 s of load (pinned with 2+ CPUs),
+                             then 3 s of it against the floor (run --floor)
 """
 
 import json
@@ -85,6 +86,20 @@ def scheduler(build: str, out: Path) -> None:
     check(0 < s["peak_rss_mib"] < 4096, "scheduler RSS")
     check(j["server_decision_latency"]["count"] > 0, "scheduler's own latency histogram")
     check(j["scheduler_alive_at_end"], "scheduler survived")
+    check(j["server"] == "shoal-scheduler", "server recorded")
+
+    # The same load against the floor (the service with no scheduling in it).
+    run([str(ROOT / "bench/scheduler/run"), "--floor", "--hosts", "50", "--tasks", "2", "--peers", "20",
+         "--pieces", "16", "--ramp-rate", "200", "--duration", "3", "--churn", "4", "--heartbeat", "1",
+         "--build-dir", build, "--json", str(out)], timeout=120)
+    j = json.loads(out.read_text())
+    check(j["server"] == "floor", "floor recorded")
+    check(j["decision_latency"]["register"]["count"] == 40, "floor: a decision for every Register")
+    check(j["decisions"]["from_origin"] == 2 and j["decisions"]["digests"] >= 38, "floor: sources and digests")
+    check(j["events"]["piece_finished"] > 0, "floor: piece events")
+    check(j["streams"]["ended"] == j["streams"]["opened"] and j["streams"]["errors"] == 0,
+          "floor: streams closed cleanly")
+    check(j["scheduler"]["peak_rss_mib"] > 0 and j["scheduler_alive_at_end"], "floor process figures")
 
 
 def main() -> int:
