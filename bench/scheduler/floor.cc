@@ -32,8 +32,8 @@ namespace {
 
 namespace v1 = shoal::v1;
 
-// What the floor remembers of a task: its peers in order of registration
-// (the first is the source) and their piece-server addresses.
+// What the floor remembers of a task: its first 8 peers in order of
+// registration (the first is the source) and their piece-server addresses.
 struct task_info {
   std::vector<std::pair<std::string, std::string>> peers;  // host id, addr
 };
@@ -45,7 +45,8 @@ class tasks {
     addrs_[h.id()] = h.peer_addr();
   }
 
-  // Registers host on the task; true when it is the task's first peer.
+  // Registers r's host on its task and lists the task's first 8 peers in
+  // `parents`; true when it is the task's first peer.
   bool join(const v1::Register& r, v1::Parents* parents) {
     std::lock_guard l(mu_);
     auto& t = tasks_[r.task_id()];
