@@ -64,6 +64,9 @@ def test_small_run_writes_json_and_cleans_up(tmp_path):
     assert out["origin_bytes"] >= out["size_bytes"]
     assert out["direct_measured"]["origin_bytes"] == 4 * out["size_bytes"]
     assert len(out["shoal_runs"][0]["node_s"]) == 4
+    # each node's failed piece requests, in total and by reason
+    for node, v in out["shoal_runs"][0]["per_node"].items():
+        assert sum(v["piece_failures_by_reason"].values()) == v["piece_failures"], node
     assert namespaces(p.pid) == []
     assert not list(tmp_path.glob("shswarm*")), "work directory left behind"
 
