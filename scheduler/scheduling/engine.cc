@@ -779,6 +779,19 @@ void engine::flush_digests() {
   pending_digest_tasks_.clear();
 }
 
+void engine::flush_due_digests() {
+  const time_point now = clock_.now();
+  const std::vector<task_id> ids(pending_digest_tasks_.begin(), pending_digest_tasks_.end());
+  for (const auto& id : ids) {
+    task* t = reg_.find_task(id);
+    if (t == nullptr) {
+      pending_digest_tasks_.erase(id);
+    } else if (!t->pending_since || *t->pending_since + digest_delay(*t) <= now) {
+      flush_task_digests(*t, false);
+    }
+  }
+}
+
 duration engine::digest_delay(const task& t) const {
   const std::size_t per = std::max<std::size_t>(opts_.digest_batch_peers, 1);
   const auto scale = static_cast<std::int64_t>((t.peers().size() + per - 1) / per);

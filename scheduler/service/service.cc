@@ -509,7 +509,7 @@ void service::after_engine() {
   flush_timer_.async_wait([this](const boost::system::error_code& ec) {
     flush_armed_ = false;
     if (ec || shutting_down_) return;
-    engine_.flush_digests();
+    engine_.flush_due_digests();
     after_engine();
   });
 }

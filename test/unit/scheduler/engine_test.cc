@@ -715,8 +715,49 @@ TEST_CASE("tick: the re-scheduling sweep runs in slices and carries on across ti
   CHECK(f.e.rescores_queued() == 0);
 }
 
+TEST_CASE("digests: each task's batch is broadcast when it is due, not with the earliest",
+          "[scheduler][engine]") {
+  engine_options o;
+  o.digest_batch_peers = 16;  // 2 peers: 20 ms; 40 peers: 3 x 20 ms
+  fixture f(o);
+  auto swarm_of = [&](const std::string& task, const std::string& prefix, int peers) {
+    std::vector<stream_id> out;
+    for (int i = 0; i < peers; ++i) {
+      const std::string h = prefix + std::to_string(100 + i);
+      f.announce(h);
+      out.push_back(f.join(h, {.task = task}));
+    }
+    return out;
+  };
+  const auto small = swarm_of(kTask, "s", 2);
+  const auto large = swarm_of(kTask2, "l", 40);
+  f.sink.clear();
+  const auto t0 = f.clk.now();
+  f.finished(small.at(0), 0, sha(0));  // the sources report a piece from origin
+  f.finished(large.at(0), 0, sha(0));
+  REQUIRE(f.e.next_digest_flush() == t0 + o.digest_batch_delay);
+
+  f.clk.advance(o.digest_batch_delay);
+  f.e.flush_due_digests();
+  CHECK(count_of(f.sink.take(small.at(1)), v1::Decision::kDigests) == 1);
+  CHECK(count_of(f.sink.take(large.at(1)), v1::Decision::kDigests) == 0);
+  // The large task keeps its own due time, and more digests join its batch.
+  CHECK(f.e.next_digest_flush() == t0 + 3 * o.digest_batch_delay);
+  f.finished(large.at(0), 1, sha(1));
+  f.clk.advance(o.digest_batch_delay);
+  f.e.flush_due_digests();
+  CHECK(count_of(f.sink.take(large.at(1)), v1::Decision::kDigests) == 0);
+
+  f.clk.advance(o.digest_batch_delay);
+  f.e.flush_due_digests();
+  const auto got = f.sink.take(large.at(1));
+  REQUIRE(count_of(got, v1::Decision::kDigests) == 1);
+  CHECK(last_of(got, v1::Decision::kDigests)->digests().digests_size() == 2);
+  CHECK_FALSE(f.e.next_digest_flush());
+}
+
 TEST_CASE("digests: a task of many peers batches them for longer", "[scheduler][engine]") {
-  engine_options o;  // 20 ms, 64 peers, at most 200 ms
+  engine_options o;  // 20 ms, 16 peers, at most 200 ms
   fixture f(o);
   std::vector<stream_id> streams;
   auto joined = [&](std::size_t from, std::size_t to) {
@@ -733,12 +774,12 @@ TEST_CASE("digests: a task of many peers batches them for longer", "[scheduler][
     f.e.flush_digests();
     return *due - f.clk.now();
   };
-  joined(0, 64);
+  joined(0, 16);
   CHECK(due_after(0) == o.digest_batch_delay);
-  joined(64, 65);  // 65 peers: twice as long
+  joined(16, 17);  // 17 peers: twice as long
   CHECK(due_after(1) == 2 * o.digest_batch_delay);
-  joined(65, 200);  // 200: 4x
+  joined(17, 64);  // 64: 4x
   CHECK(due_after(2) == 4 * o.digest_batch_delay);
-  joined(200, 700);  // 700 would be 11x: capped
+  joined(64, 700);  // 700 would be 44x: capped
   CHECK(due_after(3) == o.digest_batch_delay_max);
 }
