@@ -39,11 +39,10 @@ struct engine_options {
   // the delay grows in proportion (a task then costs about this many
   // messages per digest_batch_delay), up to digest_batch_delay_max. With
   // 500 peers a source reporting a piece every 20 ms cost 25,000
-  // messages a second. 16 (was 64): in bench/scheduler's ramp 50 sources
-  // read their pieces while their tasks had 1-64 peers; with 16, and each
-  // task flushed on its own clock, the run sent 26-31% fewer PieceDigests.
-  // Swarms of up to 16 nodes keep 20 ms.
-  std::size_t digest_batch_peers = 16;
+  // messages a second. 16 was measured (bench/README.md, scheduler): 26-31%
+  // fewer PieceDigests and a lower p99 at a quarter of bench/scheduler's
+  // events, a higher p99 at the full load in 2 pairs out of 2; kept at 64.
+  std::size_t digest_batch_peers = 64;
   duration digest_batch_delay_max = std::chrono::milliseconds(200);
   // After this many source peers of one task report Failed, the task is
   // aborted with NO_SOURCE (origin refuses everyone).

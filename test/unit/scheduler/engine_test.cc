@@ -757,7 +757,7 @@ TEST_CASE("digests: each task's batch is broadcast when it is due, not with the 
 }
 
 TEST_CASE("digests: a task of many peers batches them for longer", "[scheduler][engine]") {
-  engine_options o;  // 20 ms, 16 peers, at most 200 ms
+  engine_options o;  // 20 ms, 64 peers, at most 200 ms
   fixture f(o);
   std::vector<stream_id> streams;
   auto joined = [&](std::size_t from, std::size_t to) {
@@ -774,12 +774,12 @@ TEST_CASE("digests: a task of many peers batches them for longer", "[scheduler][
     f.e.flush_digests();
     return *due - f.clk.now();
   };
-  joined(0, 16);
+  joined(0, 64);
   CHECK(due_after(0) == o.digest_batch_delay);
-  joined(16, 17);  // 17 peers: twice as long
+  joined(64, 65);  // 65 peers: twice as long
   CHECK(due_after(1) == 2 * o.digest_batch_delay);
-  joined(17, 64);  // 64: 4x
+  joined(65, 200);  // 200: 4x
   CHECK(due_after(2) == 4 * o.digest_batch_delay);
-  joined(64, 700);  // 700 would be 44x: capped
+  joined(200, 700);  // 700 would be 11x: capped
   CHECK(due_after(3) == o.digest_batch_delay_max);
 }
