@@ -772,21 +772,17 @@ void engine::flush_task_digests(task& t, bool sealed) {
   pending_digest_tasks_.erase(t.id());
 }
 
-void engine::flush_digests() {
-  const std::vector<task_id> ids(pending_digest_tasks_.begin(), pending_digest_tasks_.end());
-  for (const auto& id : ids)
-    if (task* t = reg_.find_task(id)) flush_task_digests(*t, false);
-  pending_digest_tasks_.clear();
-}
+void engine::flush_digests() { flush_digests_due_by(time_point::max()); }
 
-void engine::flush_due_digests() {
-  const time_point now = clock_.now();
+void engine::flush_due_digests() { flush_digests_due_by(clock_.now()); }
+
+void engine::flush_digests_due_by(time_point by) {
   const std::vector<task_id> ids(pending_digest_tasks_.begin(), pending_digest_tasks_.end());
   for (const auto& id : ids) {
     task* t = reg_.find_task(id);
     if (t == nullptr) {
       pending_digest_tasks_.erase(id);
-    } else if (!t->pending_since || *t->pending_since + digest_delay(*t) <= now) {
+    } else if (!t->pending_since || *t->pending_since + digest_delay(*t) <= by) {
       flush_task_digests(*t, false);
     }
   }

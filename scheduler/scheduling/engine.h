@@ -181,6 +181,8 @@ class engine {
 
   void queue_digest(task& t, std::uint32_t index, stream_id reporter);
   void flush_task_digests(task& t, bool sealed);
+  // Broadcasts the batches of every task whose batch is due by `by`.
+  void flush_digests_due_by(time_point by);
 
   void emit(stream_id s, v1::Decision d);
   v1::Decision parents_decision(const task& t, const std::vector<host_id>& parents) const;

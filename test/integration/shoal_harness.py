@@ -1474,7 +1474,7 @@ class Scheduler(_Daemon):
         self.proc = Proc(self.name, argv, self.workdir / f"{self.name}.{self.starts}.log")
         wait_http_ok("127.0.0.1", self.http_port, "/healthz", timeout, self.proc)
         # the gRPC port is bound by then too, but make sure
-        wait_until(lambda: _port_open(self.port), timeout)
+        wait_until(lambda: port_open(self.port), timeout)
         return self
 
     def stop(self, timeout: float = 10.0) -> int:
@@ -1489,7 +1489,7 @@ class Scheduler(_Daemon):
         return parse_metrics(self.metrics_text())
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
