@@ -67,6 +67,10 @@ def scheduler(build: str, out: Path) -> None:
         check(p["scheduler_cpus"] and p["generator_cpus"] and not p["shared"], "pinning recorded")
     check(sum(j["parent_choices"].values()) > 0, "parent choices (shoal_scheduler_parent_choices_total)")
     check(len(j["server_by_second"]) >= 3, "the scheduler's own latency per second")
+    cpu = j["cpu_by_second"]
+    check(len(cpu) >= 5 and all(0 <= r["machine_busy"] <= 1 for r in cpu), "CPU per second")
+    check(sum(r["server_cores"] for r in cpu) > 0 and sum(r["generator_cores"] for r in cpu) > 0,
+          "the scheduler's and the generator's CPU per second")
     check(j["config"]["streams"] == 40, "stream count")
     # Each host on its own 1 s timer over >= 5 s of load: >= 4 beats each, all answered.
     check(j["config"]["heartbeats_ok"] >= 4 * 50 and j["config"]["heartbeats_failed"] == 0,
