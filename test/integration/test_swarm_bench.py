@@ -71,6 +71,41 @@ def test_small_run_writes_json_and_cleans_up(tmp_path):
     assert not list(tmp_path.glob("shswarm*")), "work directory left behind"
 
 
+def test_traced_run_is_summarised(tmp_path):
+    """bench/swarm/trace_summary reads a kept traced run's logs: every piece
+    fetch that carried a piece is counted once among the kinds, and each
+    child's shares of time by fetches open add up to the whole."""
+    p = subprocess.Popen(bench_argv(tmp_path, "--nodes", "3", "--size", "32MiB", "--runs", "1",
+                                    "--direct-runs", "0", "--rate", "25MiB",
+                                    "--log-level", "trace", "--keep"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        text, _ = p.communicate(timeout=150)
+    finally:
+        kill_and_clean(p)
+    assert p.returncode == 0, text
+    assert namespaces(p.pid) == []
+    kept = list(tmp_path.glob("shswarm*"))
+    assert len(kept) == 1, kept
+    cp = subprocess.run([sys.executable, str(ROOT / "bench" / "swarm" / "trace_summary"),
+                         str(kept[0]), "--rate", "25MiB"],
+                        capture_output=True, text=True, timeout=60)
+    print(cp.stdout, cp.stderr)
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stdout.splitlines()
+    statuses = json.loads(lines[0].split(":", 1)[1].strip().replace("'", '"'))
+    kinds = [l for l in lines if l.startswith("  child, ") or l.startswith("  source, ")]
+    assert sum(int(l.split(": ", 1)[1].split(",")[0]) for l in kinds) == statuses["200"]
+    # 32 MiB in 4 MiB pieces to each of 2 children, and each child's time split
+    assert statuses["200"] >= 16
+    shares = [l for l in lines if l.startswith("  n") and ": 0:" in l]
+    assert len(shares) == 2, lines
+    for l in shares:
+        assert sum(float(x.split(":")[1]) for x in l.split(": ", 1)[1].split()) == \
+            pytest.approx(1.0, abs=0.03), l
+
+
 def test_interrupted_run_removes_everything(tmp_path):
     p = subprocess.Popen(bench_argv(tmp_path, "--nodes", "3", "--size", "256MiB", "--runs", "1",
                                     "--rate", "10MiB"),
