@@ -39,17 +39,21 @@ def kill_and_clean(p: subprocess.Popen) -> None:
         subprocess.run([sys.executable, str(RUN), "--cleanup"], capture_output=True, timeout=120)
 
 
-def test_small_run_writes_json_and_cleans_up(tmp_path):
-    p = subprocess.Popen(bench_argv(tmp_path, "--nodes", "4", "--size", "32MiB", "--runs", "1",
-                                    "--rate", "25MiB"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
+def run_to_end(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    """Runs the benchmark to its end (150 s at most); it must succeed."""
+    p = subprocess.Popen(bench_argv(tmp_path, *extra), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         text, _ = p.communicate(timeout=150)
     finally:
         kill_and_clean(p)
     print(text)
     assert p.returncode == 0, text
+    return p
+
+
+def test_small_run_writes_json_and_cleans_up(tmp_path):
+    p = run_to_end(tmp_path, "--nodes", "4", "--size", "32MiB", "--runs", "1", "--rate", "25MiB")
     out = json.loads((tmp_path / "swarm.json").read_text())
     for k in ("nodes", "size_bytes", "rate_bytes_per_s", "origin_rate_bytes_per_s", "bound_s",
               "shoal_total_s", "shoal_p50_s", "shoal_max_node_s", "direct_total_s",
@@ -75,16 +79,8 @@ def test_traced_run_is_summarised(tmp_path):
     """bench/swarm/trace_summary reads a kept traced run's logs: every piece
     fetch that carried a piece is counted once among the kinds, and each
     child's shares of time by fetches open add up to the whole."""
-    p = subprocess.Popen(bench_argv(tmp_path, "--nodes", "3", "--size", "32MiB", "--runs", "1",
-                                    "--direct-runs", "0", "--rate", "25MiB",
-                                    "--log-level", "trace", "--keep"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
-    try:
-        text, _ = p.communicate(timeout=150)
-    finally:
-        kill_and_clean(p)
-    assert p.returncode == 0, text
+    p = run_to_end(tmp_path, "--nodes", "3", "--size", "32MiB", "--runs", "1", "--direct-runs", "0",
+                   "--rate", "25MiB", "--log-level", "trace", "--keep")
     assert namespaces(p.pid) == []
     kept = list(tmp_path.glob("shswarm*"))
     assert len(kept) == 1, kept
