@@ -52,7 +52,11 @@ def run_to_end(tmp_path: Path, *extra: str) -> subprocess.Popen:
     return p
 
 
+ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+
+
 def test_small_run_writes_json_and_cleans_up(tmp_path):
+    allowed = ALLOWED_CC.read_text()
     p = run_to_end(tmp_path, "--nodes", "4", "--size", "32MiB", "--runs", "1", "--rate", "25MiB")
     out = json.loads((tmp_path / "swarm.json").read_text())
     for k in ("nodes", "size_bytes", "rate_bytes_per_s", "origin_rate_bytes_per_s", "bound_s",
@@ -71,6 +75,11 @@ def test_small_run_writes_json_and_cleans_up(tmp_path):
     # each node's failed piece requests, in total and by reason
     for node, v in out["shoal_runs"][0]["per_node"].items():
         assert sum(v["piece_failures_by_reason"].values()) == v["piece_failures"], node
+    # the emulated hosts ran Linux's default congestion control, whatever this
+    # machine's is, and the machine's allowed list is as it was
+    assert out["congestion_control"] == "cubic"
+    assert out["congestion_control_system"]
+    assert ALLOWED_CC.read_text() == allowed
     assert namespaces(p.pid) == []
     assert not list(tmp_path.glob("shswarm*")), "work directory left behind"
 
@@ -103,6 +112,7 @@ def test_traced_run_is_summarised(tmp_path):
 
 
 def test_interrupted_run_removes_everything(tmp_path):
+    allowed = ALLOWED_CC.read_text()
     p = subprocess.Popen(bench_argv(tmp_path, "--nodes", "3", "--size", "256MiB", "--runs", "1",
                                     "--rate", "10MiB"),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -136,6 +146,7 @@ def test_interrupted_run_removes_everything(tmp_path):
         kill_and_clean(p)
     assert p.returncode != 0
     assert namespaces(p.pid) == [], out
+    assert ALLOWED_CC.read_text() == allowed
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", f"process {pid} left"
